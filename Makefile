@@ -1,0 +1,46 @@
+# voicegw: `make run` and `make test` work on a fresh Debian machine on their own.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?=
+APT_PACKAGES := sip-tester espeak-ng sox
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps run test lint typecheck bench fuzz clean
+
+install: system-deps $(VENV)/.installed
+
+# Debian packages the gateway and its tests use (SIPp as test peer, espeak-ng/sox for speech).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(PY) -m gateway serve $(if $(CONFIG),--config $(CONFIG),)
+
+lint: install
+	$(PY) -m ruff check gateway tests benchmarks
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+
+typecheck: lint
+
+test: install lint
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m pytest -m slow -p no:cacheprovider -o addopts="" benchmarks tests
+	$(PY) benchmarks/bench_sip_parser.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

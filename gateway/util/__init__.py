@@ -1,0 +1,1 @@
+"""Pure helpers (layer L0): stdlib only."""
