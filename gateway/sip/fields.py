@@ -157,6 +157,8 @@ def parse_name_addr(text: str) -> NameAddr:
         if gt < 0:
             raise bad(f"Missing '>' in address: {text[:80]!r}")
         inner = text[i + 1 : gt]
+        if inner[:1] in (" ", "\t") or inner[-1:] in (" ", "\t"):
+            raise bad(f"Whitespace inside <> of address: {text[:80]!r}")
         # No LWS inside "<...>": "< sip:a@b >" is rejected (RFC 4475 §3.1.2.14 badaspec).
         uri = parse_uri(inner)
         rest = text[gt + 1 :]

@@ -14,12 +14,13 @@ with stream oriented transports" (§18.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.grammar import TOKEN_CHARS, is_token
 from gateway.sip.headers import Headers, canonical_name
 from gateway.sip.message import Message, Request, Response
-from gateway.sip.uri import parse_uri
+from gateway.sip.uri import Uri, parse_uri
 
 __all__ = ["DEFAULT_LIMITS", "ParserLimits", "StreamFramer", "parse_message"]
 
@@ -88,10 +89,31 @@ def parse_message(data: bytes, *, limits: ParserLimits = DEFAULT_LIMITS) -> Mess
     entries: list[tuple[str, str, str]] = []
     headers = Headers._from_entries(entries)
     try:
+        try:
+            # The start line is judged first so that a 505 or a malformed Request-Line is
+            # reported as such; the headers are still read to address a stateless answer.
+            parsed = _parse_status_line(start_line) if is_response else _parse_request_line(start_line)
+        except RemoteProtocolError:
+            try:
+                _read_headers(lines, entries, limits)
+            except RemoteProtocolError:
+                pass
+            raise
         counts = _read_headers(lines, entries, limits)
-        if is_response:
-            return _build_response(start_line, headers, counts, data, body_start, limits)
-        return _build_request(start_line, headers, counts, data, body_start, limits)
+        body = _body(headers, counts, data, body_start, limits)
+        _check_headers(headers, counts)
+        message: Message
+        if isinstance(parsed, _StatusLine):
+            message = Response(
+                status_code=parsed.status_code, reason=parsed.reason, headers=headers, body=body
+            )
+            _validate_views(message, counts)
+        else:
+            message = Request(method=parsed.method, uri=parsed.uri, headers=headers, body=body)
+            _validate_views(message, counts)
+            if message.cseq.method != parsed.method:
+                raise _error("CSeq method does not match request method")
+        return message
     except RemoteProtocolError as err:
         err.headers = headers
         err.is_response = is_response
@@ -181,15 +203,14 @@ def _check_version(version: str) -> None:
         raise _error(f"Invalid SIP-Version: {version[:16]!r}")
 
 
-def _build_request(
-    start_line: str,
-    headers: Headers,
-    counts: dict[str, int],
-    data: bytes,
-    body_start: int,
-    limits: ParserLimits,
-) -> Request:
-    parts = _split_start_line(start_line)
+class _RequestLine(NamedTuple):
+    method: str
+    uri: Uri
+
+
+def _parse_request_line(line: str) -> _RequestLine:
+    # Request-Line = Method SP Request-URI SP SIP-Version CRLF (§7.1)
+    parts = _split_start_line(line)
     if len(parts) != 3:
         raise _error("Malformed Request-Line")
     method, uri_text, version = parts
@@ -198,27 +219,21 @@ def _build_request(
     _check_version(version)
     if uri_text[0] == "<":
         raise _error("Request-URI must not be enclosed in <>")
-    uri = parse_uri(uri_text)
-    _check_headers(headers, counts)
-    body = _body(headers, counts, data, body_start, limits)
-    request = Request(method=method, uri=uri, headers=headers, body=body)
-    _validate_views(request, counts)
-    cseq = request.cseq
-    if cseq.method != method:
-        raise _error("CSeq method does not match request method")
-    return request
+    try:
+        uri = parse_uri(uri_text)
+    except RemoteProtocolError as err:
+        raise _error(f"Invalid Request-URI: {err.reason}") from None
+    return _RequestLine(method, uri)
 
 
-def _build_response(
-    start_line: str,
-    headers: Headers,
-    counts: dict[str, int],
-    data: bytes,
-    body_start: int,
-    limits: ParserLimits,
-) -> Response:
-    # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (§7.2)
-    version, _, rest = start_line.partition(" ")
+class _StatusLine(NamedTuple):
+    status_code: int
+    reason: str
+
+
+def _parse_status_line(line: str) -> _StatusLine:
+    # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF (§7.2)
+    version, _, rest = line.partition(" ")
     _check_version(version)
     rest = rest.lstrip(" ")
     code_text, _, reason = rest.partition(" ")
@@ -227,28 +242,43 @@ def _build_response(
     status_code = int(code_text)
     if not 100 <= status_code <= 699:
         raise _error(f"Status code out of range: {status_code}")
-    _check_headers(headers, counts)
-    body = _body(headers, counts, data, body_start, limits)
-    response = Response(status_code=status_code, reason=reason.strip(" \t"), headers=headers, body=body)
-    _validate_views(response, counts)
-    return response
+    return _StatusLine(status_code, reason.strip(" \t"))
 
 
 def _validate_views(message: Request | Response, counts: dict[str, int]) -> None:
-    """Parse (and so cache) the header fields whose syntax a UAS must check (§8.2)."""
-    message.call_id  # noqa: B018 - raises when empty
-    message.cseq  # noqa: B018
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
-    message.vias  # noqa: B018
-    if "max-forwards" in counts:
-        message.max_forwards  # noqa: B018
-    if "contact" in counts:
-        message.contacts  # noqa: B018
-    if "route" in counts:
-        message.routes  # noqa: B018
-    if "record-route" in counts:
-        message.record_routes  # noqa: B018
+    """Parse (and so cache) the header fields whose syntax a UAS must check (§8.2).
+
+    The error names the header: "Invalid To header: Unterminated quoted string".
+    """
+    for name, key in _VALIDATED:
+        if key not in counts:
+            continue
+        try:
+            getattr(message, _VIEW_OF[key])
+        except RemoteProtocolError as err:
+            reason = (
+                err.reason
+                if err.reason.startswith(f"Invalid {name}")
+                else f"Invalid {name} header: {err.reason}"
+            )
+            raise _error(reason, err.status_code) from None
+
+
+_VALIDATED = tuple(
+    (name, name.lower())
+    for name in ("Call-ID", "CSeq", "From", "To", "Via", "Max-Forwards", "Contact", "Route", "Record-Route")
+)
+_VIEW_OF = {
+    "call-id": "call_id",
+    "cseq": "cseq",
+    "from": "from_",
+    "to": "to",
+    "via": "vias",
+    "max-forwards": "max_forwards",
+    "contact": "contacts",
+    "route": "routes",
+    "record-route": "record_routes",
+}
 
 
 class StreamFramer:
