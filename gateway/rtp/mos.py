@@ -90,6 +90,4 @@ def estimate_mos(
 ) -> float:
     """MOS of a G.711 leg: ``loss_fraction`` in 0..1, RTT from RTCP (None when unknown: 0 assumed)."""
     one_way = (rtt_seconds or 0.0) / 2.0 + jitter_buffer_delay_seconds
-    return mos_from_r(
-        r_factor(packet_loss_percent=100.0 * loss_fraction, one_way_delay_ms=1000.0 * one_way)
-    )
+    return mos_from_r(r_factor(packet_loss_percent=100.0 * loss_fraction, one_way_delay_ms=1000.0 * one_way))

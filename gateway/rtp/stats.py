@@ -310,4 +310,3 @@ class ReceiverStats:
             bad_sequence=self._bad_sequence,
             ssrc_changes=self._ssrc_changes,
         )
-

@@ -37,7 +37,9 @@ def test_jitter_buffer_delay_adds_to_one_way_delay() -> None:
     assert a == pytest.approx(b)
 
 
-@pytest.mark.parametrize(("r", "mos"), [(-5, 1.0), (0, 1.0), (50, 2.58), (70, 3.6), (80, 4.02), (100, 4.5), (120, 4.5)])
+@pytest.mark.parametrize(
+    ("r", "mos"), [(-5, 1.0), (0, 1.0), (50, 2.58), (70, 3.6), (80, 4.02), (100, 4.5), (120, 4.5)]
+)
 def test_annex_b_mapping(r: float, mos: float) -> None:
     assert mos_from_r(r) == pytest.approx(mos, abs=0.01)
 

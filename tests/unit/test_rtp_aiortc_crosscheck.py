@@ -119,10 +119,17 @@ def test_we_build_aiortc_parses(fields: dict, mid: str, level: int) -> None:  # 
 
 
 def test_plain_packet_is_bit_identical_both_ways() -> None:
-    theirs = aiortc_rtp.RtpPacket(payload_type=0, marker=1, sequence_number=65535, timestamp=4294967295, ssrc=1)
+    theirs = aiortc_rtp.RtpPacket(
+        payload_type=0, marker=1, sequence_number=65535, timestamp=4294967295, ssrc=1
+    )
     theirs.payload = b"\xff" * 160
     ours = RtpPacket(
-        payload_type=0, sequence_number=65535, timestamp=4294967295, ssrc=1, payload=b"\xff" * 160, marker=True
+        payload_type=0,
+        sequence_number=65535,
+        timestamp=4294967295,
+        ssrc=1,
+        payload=b"\xff" * 160,
+        marker=True,
     )
     assert theirs.serialize() == ours.serialize()
 

@@ -17,7 +17,10 @@ PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 def pkt(seq: int, ts: int | None = None, ssrc: int = SSRC) -> RtpPacket:
     seq &= 0xFFFF
     return RtpPacket(
-        payload_type=0, sequence_number=seq, timestamp=(seq * 160 if ts is None else ts) & 0xFFFFFFFF, ssrc=ssrc
+        payload_type=0,
+        sequence_number=seq,
+        timestamp=(seq * 160 if ts is None else ts) & 0xFFFFFFFF,
+        ssrc=ssrc,
     )
 
 
