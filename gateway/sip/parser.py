@@ -338,17 +338,16 @@ class StreamFramer:
         return message
 
     def _check_start_line(self, buf: bytearray) -> None:
+        """Raise early on bytes that can never become a SIP start line."""
         nl = buf.find(b"\n")
-        line = bytes(buf if nl < 0 else buf[:nl])
-        if nl < 0 and len(line) <= self._max_header_bytes and b"SIP/" not in line:
-            # Incomplete start line: reject early only when it can no longer become SIP.
-            if any(b < 0x20 and b not in b"\t\r" for b in line):
-                raise _error("Unframeable data on stream")
-            return
         if nl < 0:
-            raise _error("Header section too large", 513)
-        text = line.rstrip(b"\r")
-        if not (text[:4].upper() == b"SIP/" or text.rsplit(b" ", 1)[-1][:4].upper() == b"SIP/"):
+            if len(buf) > self._max_header_bytes:
+                raise _error("Header section too large", 513)
+            if any(b < 0x20 and b not in b"\t\r" for b in buf):
+                raise _error("Unframeable data on stream")
+            return  # incomplete start line: wait for more
+        line = bytes(buf[:nl]).rstrip(b"\r")
+        if not (line[:4].upper() == b"SIP/" or line.rsplit(b" ", 1)[-1][:4].upper() == b"SIP/"):
             raise _error("Unframeable data on stream: not a SIP start line")
 
 
