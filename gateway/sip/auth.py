@@ -30,6 +30,7 @@ __all__ = [
     "AuthResult",
     "DigestClient",
     "DigestServer",
+    "compute_ha1",
     "digest_response",
     "format_auth_params",
     "parse_auth_params",
@@ -226,6 +227,9 @@ class DigestClient:
         cnonce_factory: Callable[[], str],
         max_nonces: int = 16,
     ) -> None:
+        if "\r" in username or "\n" in username:
+            # a quoted-string cannot carry CR or LF, not even escaped (RFC 3261 §25.1)
+            raise LocalProtocolError("a Digest username cannot contain CR or LF")
         self.username = username
         self._password = password
         self._cnonce_factory = cnonce_factory

@@ -7,6 +7,8 @@ from itertools import count
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.sip.auth import (
     AuthResult,
@@ -156,6 +158,11 @@ def test_client_without_usable_challenge_is_a_local_error() -> None:
         client.authorization("INVITE", "sip:bob@example.com", ['Basic realm="x"', 'Digest realm="x", nonce="n", algorithm=SHA-512-256'])
     with pytest.raises(LocalProtocolError):
         client.authorization("INVITE", "sip:bob@example.com", [])
+
+
+def test_client_refuses_username_that_cannot_be_quoted() -> None:
+    with pytest.raises(LocalProtocolError):
+        DigestClient("ali\r\nce", "pw", cnonce_factory=cnonces())
 
 
 def test_client_proxy_header_name() -> None:
@@ -427,3 +434,41 @@ def test_auth_int_covers_the_body() -> None:
     assert params_of(value)["qop"] == "auth-int"
     assert not server.verify("INVITE", value, lookup_password=lookup, now=0.0, body=b"v=1\r\n").ok
     assert server.verify("INVITE", value, lookup_password=lookup, now=0.0, body=body).ok
+
+
+# ----------------------------------------------------------------------------- robustness
+
+_AUTH_ALPHABET = st.sampled_from(list('Digest realm nonce uri response username qop nc cnonce algorithm = , " \\ \t abc 0 1 x ; é'))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.lists(_AUTH_ALPHABET, max_size=60).map("".join)))
+def test_garbage_never_leaks_anything_but_remote_protocol_error(text: str) -> None:
+    server = DigestServer("example.com", SECRET)
+    try:
+        scheme, params = parse_auth_params(text)
+    except RemoteProtocolError:
+        pass
+    else:
+        assert scheme and all(isinstance(v, str) for v in params.values())
+    try:
+        result = server.verify("INVITE", text, lookup_password=lookup, now=0.0)
+    except RemoteProtocolError as err:
+        assert err.status_code == 400
+    else:
+        assert not result.ok
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    username=st.text(min_size=1, max_size=20).filter(lambda u: "\r" not in u and "\n" not in u),
+    password=st.text(max_size=20),
+    uri=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30),
+)
+def test_any_credentials_round_trip(username: str, password: str, uri: str) -> None:
+    server = DigestServer("example.com", SECRET)
+    client = DigestClient(username, password, cnonce_factory=cnonces())
+    _, value = client.authorization("MESSAGE", uri, server.challenge(0.0))
+    result = server.verify("MESSAGE", value, lookup_password=lambda u, r: password if u == username else None, now=0.0)
+    assert result.ok
+    assert result.username == username
