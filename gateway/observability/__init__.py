@@ -1,0 +1,1 @@
+"""Process-wide observability: structlog configuration and the one metrics registry."""

@@ -1,0 +1,1 @@
+"""asyncio edges: sockets for SIP (UDP, TCP) and RTP. Protocol logic stays in the sans-IO cores."""

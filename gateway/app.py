@@ -1,0 +1,112 @@
+"""The one composition root: builds the gateway from a config and runs it until SIGINT/SIGTERM.
+
+SIGTERM drains: OPTIONS and new INVITEs get 503, calls in progress continue up to the grace period, then
+are ended with a BYE; trunk registrations are removed (REGISTER with Expires: 0) before exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.calls import CallManager
+from gateway.config import GatewayConfig
+from gateway.observability.logging import configure_logging, get_logger
+from gateway.observability.metrics import Metrics
+from gateway.registration import Registrations
+from gateway.ua import UserAgent
+
+DRAIN_GRACE_SECONDS = 30.0
+
+
+@dataclass
+class Gateway:
+    """The running pieces, for tests and the API: built by :func:`serve`."""
+
+    config: GatewayConfig
+    metrics: Metrics
+    ua: UserAgent
+    calls: CallManager
+    registrations: Registrations
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    drain_grace: float = DRAIN_GRACE_SECONDS
+
+    def request_stop(self, *, drain: bool = True) -> None:
+        if not drain:
+            self.drain_grace = 0.0
+        self.stop_event.set()
+
+
+async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None = None) -> None:
+    """Run the gateway until ``request_stop``; ``ready`` receives the Gateway once sockets are bound."""
+    log = get_logger("app")
+    metrics = Metrics()
+    async with asyncio.TaskGroup() as tasks:
+        ua = UserAgent(config, metrics, tasks)
+        calls = CallManager(config, ua, metrics, tasks)
+        registrations = Registrations(config, ua, metrics, tasks)
+        gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations)
+        try:
+            addr = await ua.start()
+        except OSError as exc:
+            log.error("sip_bind_failed", listen=config.sip.listen, error=str(exc))
+            raise
+        log.info(
+            "gateway_started",
+            sip=f"{addr[0]}:{addr[1]}",
+            announced=f"{ua.announced[0]}:{ua.announced[1]}",
+            rtp_ports=f"{config.rtp.port_min}-{config.rtp.port_max}",
+            numbers=len(config.numbers),
+            trunks=len(config.trunks),
+        )
+        registrations.start()
+        if ready is not None and not ready.done():
+            ready.set_result(gateway)
+        await gateway.stop_event.wait()
+        log.info("gateway_draining", calls=len(calls.calls), grace=gateway.drain_grace)
+        await calls.drain(gateway.drain_grace)
+        await registrations.stop()
+        await ua.close()
+        log.info("gateway_stopped")
+
+
+def run(config: GatewayConfig) -> int:
+    """Entry point of ``voicegw serve``: uvloop where available, signals wired to a graceful stop."""
+    configure_logging(config.log.level)
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop_factory = None
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[Gateway] = loop.create_future()
+        server = asyncio.ensure_future(serve(config, ready=ready))
+        stop_requests = 0
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal stop_requests
+            stop_requests += 1
+            if ready.done():
+                # First signal drains gracefully; a second one stops at once.
+                ready.result().request_stop(drain=stop_requests == 1 and sig is signal.SIGTERM)
+            else:
+                server.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+    failed = False
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
+    except* OSError:
+        failed = True  # already logged (sip_bind_failed)
+    return 1 if failed else 0

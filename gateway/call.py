@@ -1,0 +1,706 @@
+"""One call: its dialog (RFC 3261 §12-§15), its offer/answer (RFC 3264) and its media.
+
+This is the only place where SIP meets SDP. Inbound: INVITE → 180 → 200 (answer, or offer for a delayed-offer
+INVITE) → ACK; CANCEL before our 200 → 487; re-INVITE/UPDATE for hold, codec change and RFC 4028 refresh; BYE
+either way. Outbound: INVITE with an offer, digest retry on 401/407, CANCEL on ring timeout, ACK for 2xx.
+Every task of the call lives in the call's own TaskGroup; SIP callbacks arrive synchronously from the UA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.call_media import CallMedia
+from gateway.observability.logging import get_logger
+from gateway.sdp import (
+    CodecSpec,
+    Direction,
+    LocalSession,
+    NegotiatedAudio,
+    NoCommonCodec,
+    SdpError,
+    SessionDescription,
+    create_offer,
+    parse_sdp,
+    process_answer,
+    serialize_sdp,
+)
+from gateway.sdp import (
+    answer as answer_offer,
+)
+from gateway.session_policy import SessionTimerPolicy, SessionTimerRole
+from gateway.sip.auth import DigestClient
+from gateway.sip.dialog import Dialog
+from gateway.sip.errors import RemoteProtocolError
+from gateway.sip.headers import CSeq, Headers, NameAddr
+from gateway.sip.message import Request, Response
+from gateway.sip.transaction import ClientTransactionId, ServerTransactionId
+from gateway.sip.uri import SipUri
+from gateway.transport.sip_transport import Addr
+
+if TYPE_CHECKING:
+    from gateway.calls import CallManager
+
+
+class CallState(enum.Enum):
+    CALLING = "calling"  # outbound INVITE sent, nothing back yet
+    RINGING = "ringing"  # inbound: 180 sent / outbound: provisional received
+    ANSWERED = "answered"  # inbound: 200 sent, waiting for the ACK
+    CONFIRMED = "confirmed"  # ACK exchanged: media flows
+    TERMINATING = "terminating"  # our BYE/CANCEL is out
+    ENDED = "ended"
+
+
+SDP = "application/sdp"
+CALL_HEADER_PREFIX = "x-"
+
+
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """What a call is connected to once answered: an assistant by name, or the echo line."""
+
+    kind: str  # "assistant" | "echo"
+    name: str | None = None
+
+
+class Call:
+    def __init__(
+        self,
+        manager: CallManager,
+        *,
+        direction: str,
+        sip_call_id: str,
+        transport: str,
+        peer: Addr,
+        target: CallTarget,
+        rtp_port: int,
+        local_tag: str,
+    ) -> None:
+        self.manager = manager
+        self.ua = manager.ua
+        self.id = str(uuid.uuid4())
+        self.direction = direction
+        self.sip_call_id = sip_call_id
+        self.transport = transport
+        self.peer = peer
+        self.target = target
+        self.local_tag = local_tag
+        self.state = CallState.CALLING if direction == "outbound" else CallState.RINGING
+        self.ended_reason: str | None = None
+        self.variables: dict[str, str] = {}
+        self.created_at = time.time()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self._setup_started = self.ua.now()
+        self.log = get_logger("call").bind(call_id=self.id, sip_call_id=sip_call_id, direction=direction)
+        host = manager.rtp_host
+        self.media = CallMedia(host, rtp_port, echo=target.kind == "echo", metrics=manager.metrics)
+        self.rtp_port = rtp_port
+        self.local_sdp = LocalSession(session_id=int(time.time()), address=manager.sdp_address)
+        self.negotiated: NegotiatedAudio | None = None
+        self.dialog: Dialog | None = None
+        self._ended = asyncio.Event()
+        self._children: set[asyncio.Task[None]] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._pending: dict[ClientTransactionId, Callable[[Response | None], None]] = {}
+        self._session_timer: SessionTimerPolicy = manager.session_timer_policy
+        self._session_task: asyncio.Task[None] | None = None
+        self._session_interval: int | None = None
+        self._we_refresh = False
+        # inbound
+        self.invite: Request | None = None
+        self.invite_tx: ServerTransactionId | None = None
+        self._pending_offer: SessionDescription | None = None  # our offer awaiting an answer in an ACK
+        self._last_2xx: Response | None = None
+        # outbound
+        self._invite_out: Request | None = None
+        self._invite_out_tx: ClientTransactionId | None = None
+        self._last_ack: Request | None = None
+        self._offer_out: SessionDescription | None = None
+        self._auth: DigestClient | None = None
+        self._auth_tried = False
+        self._cancel_wanted = False
+        self._reinvite_out: ClientTransactionId | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def dialog_key(self) -> tuple[str, str, str] | None:
+        if self.dialog is not None:
+            d = self.dialog.id
+            return (d.call_id, d.local_tag, d.remote_tag)
+        return None
+
+    async def run(self, start: Callable[[], None]) -> None:
+        """Own the call's tasks until it ends; ``start`` sends the first SIP message."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                await self.media.open()
+                start()
+                await self._ended.wait()
+                for task in list(self._children):
+                    task.cancel()
+        except* Exception as group:
+            # A failure inside one call ends that call cleanly; it never reaches the server or other calls.
+            self.log.error("call_failed", error=repr(group.exceptions[0]), exc_info=group.exceptions[0])
+            if self.state is not CallState.ENDED:
+                if self.dialog is not None and self.state is CallState.CONFIRMED:
+                    bye = self.dialog.new_request("BYE", via=self.ua.make_via(self.transport))
+                    destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
+                    self.ua.send_request(bye, destination, self.transport, _IgnoreOwner())
+                self.finish("pipeline-error")
+        finally:
+            self._tasks = None
+            self.media.close()
+            self.manager.release(self)
+
+    def spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+        """Run a coroutine inside the call's TaskGroup; it is cancelled when the call ends."""
+        if self._tasks is None or self.state is CallState.ENDED:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[None] = self._tasks.create_task(coro)
+        self._children.add(task)
+        task.add_done_callback(self._children.discard)
+
+    def finish(self, reason: str) -> None:
+        if self.state is CallState.ENDED:
+            return
+        answered = self.answered_at is not None
+        self.state = CallState.ENDED
+        self.ended_reason = reason
+        self.ended_at = time.time()
+        if self.dialog is not None:
+            self.dialog.terminate()
+        self.log.info("call_ended", reason=reason, answered=answered)
+        self.manager.on_call_ended(self)
+        self._ended.set()
+
+    def hangup(self, reason: str = "assistant-ended-call") -> None:
+        """Our side ends the call: BYE when confirmed, CANCEL or a final error before that."""
+        match self.state:
+            case CallState.CONFIRMED:
+                self._send_bye(reason)
+            case CallState.ANSWERED:
+                # §15: the callee MUST NOT send a BYE before the ACK arrives (or the transaction times out).
+                self._bye_after_ack = reason
+            case CallState.RINGING if self.direction == "inbound":
+                assert self.invite is not None
+                self.ua.respond(self.invite, 480, to_tag=self.local_tag)
+                self.finish(reason)
+            case CallState.CALLING | CallState.RINGING:
+                self._cancel_outbound(reason)
+            case CallState.TERMINATING | CallState.ENDED:
+                pass
+
+    _bye_after_ack: str | None = None
+
+    # ------------------------------------------------------------------ inbound
+
+    def start_inbound(self, request: Request, server_tx: ServerTransactionId, offer: SessionDescription | None) -> None:
+        """Validate the offer and ring. Raises RemoteProtocolError (488/422/...) to reject the INVITE."""
+        self.invite = request
+        self.invite_tx = server_tx
+        self.variables = {
+            name[2:]: value for name, value in request.headers if name.lower().startswith(CALL_HEADER_PREFIX)
+        }
+        self._local_answer: SessionDescription | None = None
+        if offer is not None:
+            self._local_answer, self.negotiated = self._answer(offer)
+        st = self._session_timer.negotiate_uas(request)
+        if st.reject_status is not None:
+            raise RemoteProtocolError("Session interval too small", status_code=st.reject_status,
+                                      extra_headers=tuple(st.response_headers))
+        self._st_headers = st.response_headers
+        self._session_interval = st.interval
+        self._we_refresh = st.role is SessionTimerRole.REFRESHER
+
+    def ring(self) -> None:
+        assert self.invite is not None
+        self.ua.respond(self.invite, 180, to_tag=self.local_tag, headers=[("Contact", str(self._contact()))])
+        if self.manager.config.sip.answer_delay > 0:
+            self.spawn(self._answer_later(self.manager.config.sip.answer_delay))
+        else:
+            self._send_200()
+
+    async def _answer_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.state is CallState.RINGING:
+            self._send_200()
+
+    def _send_200(self) -> None:
+        assert self.invite is not None
+        if self._local_answer is not None:
+            body = serialize_sdp(self._local_answer)
+        else:
+            # Delayed offer (§13.2.1 / RFC 3264 §5): our offer goes in the 200, the answer comes in the ACK.
+            self._pending_offer = create_offer(
+                self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
+                session=self.local_sdp,
+            )
+            body = serialize_sdp(self._pending_offer)
+        headers = [
+            ("Contact", str(self._contact())),
+            *self.ua.common_headers(),
+            *self._st_headers,
+            ("Content-Type", SDP),
+        ]
+        response = self._respond_with_body(self.invite, 200, headers, body)
+        self._last_2xx = response
+        self.dialog = Dialog.create_uas(self.invite, response, local_contact=self._contact())
+        key = self.dialog_key
+        assert key is not None
+        self.ua.register_dialog(key, self)
+        self.state = CallState.ANSWERED
+        self.answered_at = time.time()
+        self.manager.metrics.call_setup_seconds.labels(self.direction).observe(self.ua.now() - self._setup_started)
+        if self.negotiated is not None:
+            self.media.apply(self.negotiated)
+
+    def _respond_with_body(self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+        from gateway.sip.message import make_response
+
+        to_tag = self.local_tag if request.to.tag is None else None
+        response = make_response(request, status, to_tag=to_tag, headers=headers, body=body)
+        self.ua.send_response(response)
+        return response
+
+    def on_cancel(self, server_tx: ServerTransactionId) -> None:
+        # §9.2: if a final response was already sent the CANCEL has no effect on the INVITE.
+        if self.state is CallState.RINGING and self.invite is not None:
+            self.ua.respond(self.invite, 487, to_tag=self.local_tag)
+            self.ua.unregister_invite_server(server_tx)
+            self.finish("customer-ended-call-before-answer")
+
+    def on_ack(self, request: Request) -> None:
+        if self.state is CallState.ANSWERED:
+            if self.invite_tx is not None:
+                self.ua.unregister_invite_server(self.invite_tx)
+            if self._pending_offer is not None and not self._apply_answer_from_ack(request):
+                return
+            self.state = CallState.CONFIRMED
+            self.log.info("call_confirmed", codec=self.negotiated.codec if self.negotiated else None)
+            self._start_session_timer()
+            self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
+            if self._bye_after_ack is not None:
+                self._send_bye(self._bye_after_ack)
+        elif self._pending_offer is not None:
+            self._apply_answer_from_ack(request)  # ACK to a delayed-offer re-INVITE
+
+    def _apply_answer_from_ack(self, request: Request) -> bool:
+        assert self._pending_offer is not None
+        offer, self._pending_offer = self._pending_offer, None
+        if not request.body:
+            self.log.warning("sip_ack_without_answer")
+            self.state = CallState.CONFIRMED
+            self._send_bye("sip-ack-without-sdp-answer")
+            return False
+        try:
+            self.negotiated = process_answer(offer, parse_sdp(request.body))
+        except SdpError as exc:
+            self.log.warning("sdp_bad_answer_in_ack", reason=exc.reason)
+            self.state = CallState.CONFIRMED
+            self._send_bye("sip-bad-sdp-answer")
+            return False
+        self.media.apply(self.negotiated)
+        return True
+
+    def on_ack_timeout(self) -> None:
+        # §13.3.1.4: "If the server retransmits the 2xx response for 64*T1 seconds without receiving an ACK,
+        # the dialog is confirmed, but the session SHOULD be terminated" with a BYE.
+        self.log.warning("sip_ack_timeout")
+        if self.state is CallState.ANSWERED:
+            self.state = CallState.CONFIRMED
+            self._send_bye("sip-ack-timeout")
+
+    def _answer(self, offer: SessionDescription) -> tuple[SessionDescription, NegotiatedAudio]:
+        try:
+            return answer_offer(
+                offer, self.manager.capabilities, local_host=self.manager.sdp_address,
+                local_port=self.rtp_port, session=self.local_sdp,
+            )
+        except NoCommonCodec as exc:
+            raise RemoteProtocolError(
+                "Not Acceptable Here", status_code=488,
+                extra_headers=(("Warning", f'305 {self.ua.announced[0]} "{exc.reason}"'),),
+            ) from None
+        except SdpError as exc:
+            raise RemoteProtocolError(
+                "Not Acceptable Here", status_code=488,
+                extra_headers=(("Warning", f'399 {self.ua.announced[0]} "Malformed SDP: {exc.reason}"'),),
+            ) from None
+
+    # ------------------------------------------------------------------ in-dialog requests
+
+    def on_request(self, request: Request, server_tx: ServerTransactionId) -> None:
+        assert self.dialog is not None
+        try:
+            self.dialog.receive_request(request)
+        except RemoteProtocolError as exc:
+            self.ua.respond(request, exc.status_code, exc.reason, headers=exc.extra_headers)
+            return
+        match request.method:
+            case "BYE":
+                self.ua.respond(request, 200)
+                self.finish("customer-ended-call")
+            case "INVITE" | "UPDATE":
+                self._on_offer_request(request)
+            case "INFO":
+                self.ua.respond(request, 200)
+                self.media.on_info(request.content_type, request.body)
+            case "OPTIONS":
+                self.ua.respond(request, 200, headers=self.ua.common_headers())
+            case _:
+                self.ua.respond(request, 405, headers=self.ua.common_headers())
+
+    def _on_offer_request(self, request: Request) -> None:
+        """re-INVITE or UPDATE (RFC 3311): hold/unhold, codec change, session refresh."""
+        if self._reinvite_out is not None:
+            # §14.2 glare: "a UAS that receives an INVITE on a dialog while an INVITE it had sent on that
+            # dialog is in progress MUST return a 491 (Request Pending)".
+            self.ua.respond(request, 491)
+            return
+        st = self._session_timer.negotiate_uas(request)
+        if st.reject_status is not None:
+            self.ua.respond(request, st.reject_status, headers=st.response_headers)
+            return
+        headers: list[tuple[str, str]] = [("Contact", str(self._contact())), *self.ua.common_headers(),
+                                          *st.response_headers]
+        body = b""
+        if request.body:
+            try:
+                offer = parse_sdp(request.body)
+                answer, negotiated = self._answer(offer)
+            except SdpError as exc:
+                self.ua.respond(request, 488, headers=[("Warning", f'399 {self.ua.announced[0]} "{exc.reason}"')])
+                return
+            except RemoteProtocolError as exc:
+                self.ua.respond(request, exc.status_code, headers=exc.extra_headers)
+                return
+            self.negotiated = negotiated
+            self.media.apply(negotiated)
+            body = serialize_sdp(answer)
+            self.log.info("media_renegotiated", codec=negotiated.codec, direction=negotiated.direction.name)
+        elif request.method == "INVITE":
+            # re-INVITE without an offer: we offer in the 2xx, the answer comes in the ACK.
+            self._pending_offer = create_offer(
+                self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
+                session=self.local_sdp,
+                direction=self.negotiated.direction if self.negotiated else Direction.SENDRECV,
+            )
+            body = serialize_sdp(self._pending_offer)
+        if body:
+            headers.append(("Content-Type", SDP))
+        self._respond_with_body(request, 200, headers, body)
+        self._session_interval = st.interval
+        self._we_refresh = st.role is SessionTimerRole.REFRESHER
+        self._start_session_timer()
+
+    # ------------------------------------------------------------------ session timer (RFC 4028)
+
+    def _start_session_timer(self) -> None:
+        if self._session_task is not None:
+            self._session_task.cancel()
+            self._session_task = None
+        if self._session_interval is None or self.state is not CallState.CONFIRMED:
+            return
+        self.spawn(self._session_timer_loop(self._session_interval, self._we_refresh))
+
+    async def _session_timer_loop(self, interval: int, we_refresh: bool) -> None:
+        self._session_task = asyncio.current_task()  # type: ignore[assignment]
+        if we_refresh:
+            # §10: "the refresher SHOULD send a refresh ... at half the session interval"
+            await asyncio.sleep(interval / 2)
+            self._send_refresh()
+        else:
+            # §10: with no refresh, BYE "before the session expiration ... the minimum of 32 seconds and
+            # one third of the session interval" ahead of expiry.
+            await asyncio.sleep(interval - min(32, interval / 3))
+            self.log.warning("session_timer_expired", interval=interval)
+            self._send_bye("sip-session-timer-expired")
+
+    def _send_refresh(self) -> None:
+        if self.dialog is None or self.state is not CallState.CONFIRMED:
+            return
+        allow = self._peer_allows_update()
+        method = "UPDATE" if allow else "INVITE"
+        assert self._session_interval is not None
+        headers = [*self._session_timer.refresh_headers(self._session_interval), *self.ua.common_headers()]
+        body = b""
+        if method == "INVITE":
+            # The refresh re-INVITE repeats our current SDP; the version is unchanged (RFC 3264 §8).
+            offer = create_offer(
+                self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
+                session=self.local_sdp, direction=self.negotiated.direction if self.negotiated else Direction.SENDRECV,
+            )
+            self._offer_out = offer
+            body = serialize_sdp(offer)
+        request = self.dialog.new_request(
+            method, via=self.ua.make_via(self.transport), headers=headers, body=body,
+            content_type=SDP if body else None,
+        )
+        tx = self._send_in_dialog(request, lambda r: self._on_refresh_response(request, r))
+        if method == "INVITE":
+            self._reinvite_out = tx
+
+    def _peer_allows_update(self) -> bool:
+        source = self.invite if self.direction == "inbound" else self._last_2xx
+        if source is None:
+            return False
+        return "UPDATE" in {m.upper() for m in source.headers.get_list("Allow")}
+
+    def _on_refresh_response(self, request: Request, response: Response | None) -> None:
+        if request.method == "INVITE":
+            self._reinvite_out = None
+        if response is None or response.status_code in (408, 481):
+            # RFC 4028 §10: a refresh that fails with 408/481 (or times out) ends the session.
+            self._send_bye("sip-session-refresh-failed")
+            return
+        if 200 <= response.status_code < 300:
+            if request.method == "INVITE":
+                self._ack_2xx(request, response)
+                if self._offer_out is not None and response.body:
+                    with contextlib.suppress(SdpError):
+                        self.negotiated = process_answer(self._offer_out, parse_sdp(response.body))
+                        self.media.apply(self.negotiated)
+            interval, we_refresh = self._session_timer.on_refresh_response(response, self._session_interval)
+            self._session_interval, self._we_refresh = interval, we_refresh
+            self.log.info("session_refreshed", method=request.method, interval=interval)
+            self._start_session_timer()
+        elif response.status_code >= 300 and request.method == "INVITE" and response.status_code != 491:
+            # Any other failure leaves the session as it was (§14.1); try again later.
+            self._start_session_timer()
+
+    # ------------------------------------------------------------------ BYE / CANCEL
+
+    def _send_bye(self, reason: str) -> None:
+        if self.dialog is None or self.state in (CallState.TERMINATING, CallState.ENDED):
+            self.finish(reason)
+            return
+        self.state = CallState.TERMINATING
+        request = self.dialog.new_request("BYE", via=self.ua.make_via(self.transport))
+        self._send_in_dialog(request, lambda _r: self.finish(reason))
+
+    def _send_in_dialog(self, request: Request, on_done: Callable[[Response | None], None]) -> ClientTransactionId:
+        assert self.dialog is not None
+        destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
+        tx = self.ua.send_request(request, destination, self.transport, self)
+        self._pending[tx] = on_done
+        return tx
+
+    # ClientOwner
+    def on_response(self, tx: ClientTransactionId, response: Response) -> None:
+        if tx == self._invite_out_tx:
+            self._on_invite_response(response)
+            return
+        if response.status_code < 200:
+            self.ua._client_owners[tx] = self  # keep listening for the final answer
+            return
+        callback = self._pending.pop(tx, None)
+        if callback is not None:
+            callback(response)
+
+    def on_transaction_timeout(self, tx: ClientTransactionId) -> None:
+        if tx == self._invite_out_tx:
+            self.finish("customer-did-not-answer" if self.state is CallState.RINGING else "sip-outbound-timeout")
+            return
+        callback = self._pending.pop(tx, None)
+        if callback is not None:
+            callback(None)
+
+    # ------------------------------------------------------------------ outbound
+
+    def start_outbound(
+        self,
+        target: SipUri,
+        destination: Addr,
+        *,
+        from_user: str,
+        display_name: str | None,
+        auth: DigestClient | None,
+        extra_headers: list[tuple[str, str]],
+    ) -> None:
+        self._auth = auth
+        self._destination = destination
+        self._offer_out = create_offer(
+            self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
+            session=self.local_sdp,
+        )
+        host = self.ua.announced[0]
+        from_uri = SipUri(host=host if ":" not in host else f"[{host}]", user=from_user)
+        headers = Headers(
+            [
+                ("Via", str(self.ua.make_via(self.transport))),
+                ("Max-Forwards", "70"),
+                ("From", str(NameAddr(uri=from_uri, display_name=display_name, params={"tag": self.local_tag}))),
+                ("To", str(NameAddr(uri=target))),
+                ("Call-ID", self.sip_call_id),
+                ("CSeq", str(CSeq(1, "INVITE"))),
+                ("Contact", str(self._contact())),
+                *self.ua.common_headers(),
+                *self._session_timer.offer_headers(),
+                *extra_headers,
+                ("Content-Type", SDP),
+            ]
+        )
+        self._invite_out = Request(method="INVITE", uri=target, headers=headers, body=serialize_sdp(self._offer_out))
+        self._invite_out_tx = self.ua.send_request(self._invite_out, destination, self.transport, self)
+        self.spawn(self._ring_timeout(self.manager.config.sip.ring_timeout))
+
+    async def _ring_timeout(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self.state in (CallState.CALLING, CallState.RINGING):
+            self.log.info("outbound_ring_timeout", seconds=seconds)
+            self._cancel_outbound("customer-did-not-answer")
+
+    def _cancel_outbound(self, reason: str) -> None:
+        self._cancel_wanted = True
+        self._cancel_reason = reason
+        if self._invite_out_tx is not None:
+            self.ua.cancel(self._invite_out_tx)
+
+    _cancel_reason = "customer-did-not-answer"
+
+    def _on_invite_response(self, response: Response) -> None:
+        code = response.status_code
+        assert self._invite_out is not None
+        if code < 200:
+            self.ua._client_owners[self._invite_out_tx] = self  # type: ignore[index]
+            if code > 100 and self.state is CallState.CALLING:
+                self.state = CallState.RINGING
+            return
+        if 200 <= code < 300:
+            self._on_outbound_answered(response)
+            return
+        self._invite_out_tx = None
+        if code in (401, 407) and self._auth is not None and not self._auth_tried:
+            self._auth_tried = True
+            self._retry_with_auth(response)
+            return
+        reason = _ended_reason_for_failure(code, self._cancel_wanted, self._cancel_reason)
+        self.log.info("outbound_call_failed", status=code, reason_phrase=response.reason)
+        self.finish(reason)
+
+    def _retry_with_auth(self, challenge: Response) -> None:
+        assert self._invite_out is not None and self._auth is not None
+        proxy = challenge.status_code == 407
+        values = challenge.headers.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+        previous = self._invite_out
+        headers = previous.headers.copy()
+        headers.set("Via", str(self.ua.make_via(self.transport)))
+        headers.set("CSeq", str(CSeq(previous.cseq.seq + 1, "INVITE")))
+        try:
+            name, value = self._auth.authorization("INVITE", str(previous.uri), values, proxy=proxy)
+        except Exception as exc:  # LocalProtocolError / RemoteProtocolError: no usable challenge
+            self.log.warning("outbound_auth_unusable", error=str(exc))
+            self.finish("sip-auth-failed")
+            return
+        headers.set(name, value)
+        self._invite_out = Request(method="INVITE", uri=previous.uri, headers=headers, body=previous.body)
+        self._invite_out_tx = self.ua.send_request(self._invite_out, self._destination, self.transport, self)
+
+    def _on_outbound_answered(self, response: Response) -> None:
+        assert self._invite_out is not None
+        if self.dialog is not None:
+            # A 2xx from a second fork (§13.2.2.4): ACK it, then BYE that dialog. We keep the first.
+            if response.to.tag != self.dialog.id.remote_tag:
+                self._ack_and_bye_fork(response)
+            return
+        self._last_2xx = response
+        self.dialog = Dialog.create_uac(self._invite_out, response)
+        key = self.dialog_key
+        assert key is not None
+        self.ua.register_dialog(key, self)
+        self._ack_2xx(self._invite_out, response)
+        self.answered_at = time.time()
+        self.manager.metrics.call_setup_seconds.labels(self.direction).observe(self.ua.now() - self._setup_started)
+        if self._cancel_wanted:
+            # The CANCEL lost the race against the 2xx (§9.1): the call exists now, so end it with a BYE.
+            self.state = CallState.CONFIRMED
+            self._send_bye(self._cancel_reason)
+            return
+        try:
+            assert self._offer_out is not None
+            self.negotiated = process_answer(self._offer_out, parse_sdp(response.body))
+        except SdpError as exc:
+            self.log.warning("sdp_bad_answer", reason=exc.reason)
+            self.state = CallState.CONFIRMED
+            self._send_bye("sip-bad-sdp-answer")
+            return
+        self.media.apply(self.negotiated)
+        self.state = CallState.CONFIRMED
+        self.log.info("call_confirmed", codec=self.negotiated.codec)
+        interval, we_refresh = self._session_timer.on_uac_2xx(response)
+        self._session_interval, self._we_refresh = interval, we_refresh
+        self._start_session_timer()
+        self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
+
+    def _ack_2xx(self, invite: Request, response: Response) -> None:
+        assert self.dialog is not None
+        ack = self.dialog.ack_for_2xx(invite, response, via=self.ua.make_via(self.transport))
+        self._last_ack = ack
+        destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
+        self.ua.send_stateless(ack, destination, self.transport)
+
+    def _ack_and_bye_fork(self, response: Response) -> None:
+        assert self._invite_out is not None
+        fork = Dialog.create_uac(self._invite_out, response)
+        ack = fork.ack_for_2xx(self._invite_out, response, via=self.ua.make_via(self.transport))
+        destination = self.manager.destination_for(fork.next_hop(), fallback=self.peer)
+        self.ua.send_stateless(ack, destination, self.transport)
+        bye = fork.new_request("BYE", via=self.ua.make_via(self.transport))
+        self.ua.send_request(bye, destination, self.transport, _IgnoreOwner())
+
+    def on_2xx_retransmission(self, response: Response) -> None:
+        # §13.2.2.4: "the UAC core ... MUST ... pass the ACK to the transport layer for retransmission" for each 2xx.
+        if self._last_ack is not None and self.dialog is not None:
+            destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
+            self.ua.send_stateless(self._last_ack, destination, self.transport)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _contact(self) -> NameAddr:
+        return self.ua.contact(self.transport)
+
+    def _on_media_timeout(self) -> None:
+        if self.state is CallState.CONFIRMED:
+            self.log.warning("rtp_media_timeout", seconds=self.manager.config.rtp.media_timeout)
+            self._send_bye("sip-media-timeout")
+
+
+class _IgnoreOwner:
+    def on_response(self, tx: ClientTransactionId, response: Response) -> None:
+        pass
+
+    def on_transaction_timeout(self, tx: ClientTransactionId) -> None:
+        pass
+
+
+def _ended_reason_for_failure(code: int, cancelled: bool, cancel_reason: str) -> str:
+    if code == 487 and cancelled:
+        return cancel_reason
+    if code in (486, 600):
+        return "customer-busy"
+    if code in (408, 480, 487):
+        return "customer-did-not-answer"
+    if code in (401, 407):
+        return "sip-auth-failed"
+    if code in (404, 484, 604):
+        return "sip-outbound-number-invalid"
+    return f"sip-outbound-call-failed-{code}"
+
+
+def codec_specs(capabilities: list[tuple[str, int, int | None]]) -> list[CodecSpec]:
+    specs = [CodecSpec(name, rate, pt) for name, rate, pt in capabilities]
+    return [s if s.name != "telephone-event" else CodecSpec(s.name, s.clock_rate, s.static_pt, fmtp="0-16")
+            for s in specs]

@@ -1,0 +1,325 @@
+"""The call manager: admits inbound INVITEs (routing, offer, session timer, ports), places outbound calls,
+keeps the set of live calls, and drains on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from email.parser import BytesParser
+from email.policy import HTTP
+
+from gateway.call import Call, CallState, CallTarget, codec_specs
+from gateway.codecs.registry import CodecRegistry
+from gateway.config import GatewayConfig, NumberRoute, TrunkConfig, is_ip_literal
+from gateway.observability.logging import get_logger
+from gateway.observability.metrics import Metrics
+from gateway.sdp import SdpError, SessionDescription, parse_sdp
+from gateway.session_policy import SessionTimerPolicy
+from gateway.sip.auth import DigestClient
+from gateway.sip.errors import RemoteProtocolError
+from gateway.sip.message import Request, make_response
+from gateway.sip.transaction import ServerTransactionId
+from gateway.sip.uri import SipUri, Uri
+from gateway.transport.rtp_endpoint import PortPool, PortPoolExhausted
+from gateway.transport.sip_transport import Addr
+from gateway.ua import UserAgent
+
+RETRY_AFTER_SECONDS = "5"
+
+
+class CallError(Exception):
+    """An outbound call could not be placed (bad target, unknown trunk, no ports...)."""
+
+
+class CallManager:
+    def __init__(self, config: GatewayConfig, ua: UserAgent, metrics: Metrics, tasks: asyncio.TaskGroup) -> None:
+        self.config = config
+        self.ua = ua
+        self.metrics = metrics
+        self._tasks = tasks
+        self.log = get_logger("calls")
+        self.ports = PortPool(config.rtp.port_min, config.rtp.port_max)
+        self.capabilities = codec_specs(CodecRegistry().capabilities())
+        self.session_timer_policy = SessionTimerPolicy(
+            session_expires=config.sip.session_expires, min_se=config.sip.min_se
+        )
+        self.calls: dict[str, Call] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        ua.invite_handler = self
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def rtp_host(self) -> str:
+        """Where RTP sockets bind: the SIP listen host (0.0.0.0 binds all)."""
+        return self.config.sip.listen_addr[0]
+
+    @property
+    def sdp_address(self) -> str:
+        """The address written into SDP c= lines (rtp.public_address, else the announced SIP host)."""
+        if self.config.rtp.public_address:
+            return self.config.rtp.public_address
+        host = self.ua.announced[0]
+        if host in ("0.0.0.0", "::"):
+            return "127.0.0.1"
+        return host
+
+    def destination_for(self, uri: Uri, *, fallback: Addr) -> Addr:
+        """Where to send an in-dialog request: the URI's host when it is an IP literal, else ``fallback``."""
+        if isinstance(uri, SipUri):
+            host = uri.host.strip("[]")
+            if is_ip_literal(host):
+                maddr = uri.params.get("maddr")
+                return (maddr or host, uri.port or 5060)
+        return fallback
+
+    # ------------------------------------------------------------------ inbound
+
+    def route(self, request: Request) -> NumberRoute | None:
+        """§ routing: Request-URI user part first, then the To user part; first matching number wins."""
+        candidates = []
+        if isinstance(request.uri, SipUri) and request.uri.user:
+            candidates.append(request.uri.user)
+        to_uri = request.to.uri
+        if isinstance(to_uri, SipUri) and to_uri.user:
+            candidates.append(to_uri.user)
+        for user in candidates:
+            route = self.config.route_for(user)
+            if route is not None and route.number != "*":
+                return route
+        # Only then the catch-all (so a To match beats '*' on the Request-URI).
+        return self.config.route_for(candidates[0]) if candidates else self.config.route_for("")
+
+    def on_invite(self, request: Request, server_tx: ServerTransactionId, source: Addr, transport: str) -> None:
+        route = self.route(request)
+        if route is None:
+            self.metrics.invites.labels("not_found").inc()
+            self.ua.respond(request, 404)
+            return
+        if route.server is not None:
+            # assistant-request routing is the control plane's; until it is wired, refuse clearly.
+            self.metrics.invites.labels("unavailable").inc()
+            self.log.warning("route_server_not_available", number=route.number, url=route.server.url)
+            self.ua.respond(request, 480, "Assistant request routing not available")
+            return
+        target = CallTarget("echo") if route.echo else CallTarget("assistant", route.assistant)
+        try:
+            offer = self._extract_offer(request)
+        except RemoteProtocolError as exc:
+            self.metrics.invites.labels("bad_sdp").inc()
+            self.ua.respond(request, exc.status_code, exc.reason, headers=exc.extra_headers)
+            return
+        try:
+            port = self.ports.acquire()
+        except PortPoolExhausted as exc:
+            self.metrics.invites.labels("no_ports").inc()
+            self.log.warning("rtp_port_pool_exhausted", error=str(exc))
+            self.ua.respond(request, 503, "No media ports available", headers=[("Retry-After", RETRY_AFTER_SECONDS)])
+            return
+        call = Call(
+            self,
+            direction="inbound",
+            sip_call_id=request.call_id,
+            transport=transport,
+            peer=source,
+            target=target,
+            rtp_port=port,
+            local_tag=self.ua.new_tag(),
+        )
+        try:
+            call.start_inbound(request, server_tx, offer)
+        except RemoteProtocolError as exc:
+            self.ports.release(port)
+            self.metrics.invites.labels("rejected").inc()
+            response = make_response(
+                request, exc.status_code, None, to_tag=call.local_tag, headers=exc.extra_headers
+            )
+            self.ua.send_response(response)
+            return
+        self.metrics.invites.labels("accepted").inc()
+        self._admit(call)
+        self.ua.register_invite_server(server_tx, call)
+        self.ua.register_dialog((request.call_id, call.local_tag, request.from_.tag or ""), call)
+        call.log.info("call_incoming", number=route.number, target=target.kind, peer=f"{source[0]}:{source[1]}")
+        self._tasks.create_task(call.run(call.ring))
+
+    def _extract_offer(self, request: Request) -> SessionDescription | None:
+        if not request.body:
+            return None
+        body = request.body
+        if request.content_type == "multipart/mixed":
+            part = _sdp_part(request.headers.get("Content-Type") or "", request.body)
+            if part is None:
+                raise RemoteProtocolError("Unsupported Media Type", status_code=415,
+                                          extra_headers=(("Accept", "application/sdp"),))
+            body = part
+        try:
+            return parse_sdp(body)
+        except SdpError as exc:
+            raise RemoteProtocolError(
+                "Not Acceptable Here", status_code=488,
+                extra_headers=(("Warning", f'399 {self.ua.announced[0]} "Malformed SDP: {exc.reason}"'),),
+            ) from None
+
+    # ------------------------------------------------------------------ outbound
+
+    async def place_call(
+        self,
+        *,
+        number: str | None = None,
+        sip_uri: str | None = None,
+        trunk: str | None = None,
+        target: CallTarget,
+        from_user: str | None = None,
+        display_name: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> Call:
+        """Dial ``number`` through a trunk or ``sip_uri`` directly. Returns once the INVITE is sent."""
+        from gateway.sip.uri import parse_uri
+
+        trunk_cfg: TrunkConfig | None = None
+        if sip_uri is not None:
+            try:
+                uri = parse_uri(sip_uri)
+            except RemoteProtocolError as exc:
+                raise CallError(f"invalid sipUri {sip_uri!r}: {exc.reason}") from None
+            if not isinstance(uri, SipUri):
+                raise CallError(f"sipUri {sip_uri!r} must be a sip: or sips: URI")
+            if trunk is not None:
+                trunk_cfg = self.config.trunk(trunk)
+        elif number is not None:
+            trunk_cfg = self.config.trunk(trunk) if trunk else (self.config.trunks[0] if self.config.trunks else None)
+            if trunk_cfg is None:
+                raise CallError(f"no trunk {'named ' + repr(trunk) if trunk else 'configured'} to dial {number!r}")
+            uri = SipUri(host=trunk_cfg.host, port=trunk_cfg.port if trunk_cfg.port != 5060 else None, user=number)
+        else:
+            raise CallError("either a number or a sipUri is required")
+        transport: str
+        if trunk_cfg is not None:
+            dest_host, dest_port, transport = trunk_cfg.host, trunk_cfg.port, trunk_cfg.transport
+        else:
+            dest_host, dest_port = uri.host.strip("[]"), uri.port or 5060
+            transport = uri.transport or "udp"
+        destination = await self._resolve(dest_host, dest_port)
+        if self.ua.draining:
+            raise CallError("the gateway is draining")
+        try:
+            port = self.ports.acquire()
+        except PortPoolExhausted as exc:
+            raise CallError(str(exc)) from None
+        auth = None
+        if trunk_cfg is not None and trunk_cfg.username and trunk_cfg.password:
+            auth = DigestClient(trunk_cfg.username, trunk_cfg.password, cnonce_factory=_cnonce)
+        call = Call(
+            self,
+            direction="outbound",
+            sip_call_id=self.ua.new_call_id(),
+            transport=transport,
+            peer=destination,
+            target=target,
+            rtp_port=port,
+            local_tag=self.ua.new_tag(),
+        )
+        user = from_user or (trunk_cfg.from_user or trunk_cfg.username if trunk_cfg else None) or "voicegw"
+        self._admit(call)
+        call.log.info("call_outgoing", to=str(uri), destination=f"{destination[0]}:{destination[1]}")
+        started = asyncio.Event()
+
+        def start() -> None:
+            call.start_outbound(
+                uri, destination, from_user=user, display_name=display_name, auth=auth, extra_headers=list(headers)
+            )
+            started.set()
+
+        self._tasks.create_task(call.run(start))
+        await started.wait()
+        return call
+
+    async def _resolve(self, host: str, port: int) -> Addr:
+        if is_ip_literal(host):
+            return (host.strip("[]"), port)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout=5)
+        except (OSError, TimeoutError) as exc:
+            raise CallError(f"cannot resolve {host!r}: {exc}") from None
+        addr = infos[0][4]
+        return (str(addr[0]), int(addr[1]))
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _admit(self, call: Call) -> None:
+        self.calls[call.id] = call
+        self._idle.clear()
+        self.metrics.calls_active.labels(call.direction).inc()
+        self.metrics.rtp_ports_in_use.set(self.ports.in_use)
+
+    def on_call_ended(self, call: Call) -> None:
+        self.metrics.calls_ended.labels(call.direction, call.ended_reason or "unknown").inc()
+        if call.answered_at is not None and call.ended_at is not None:
+            self.metrics.call_duration_seconds.labels(call.direction).observe(call.ended_at - call.answered_at)
+
+    def release(self, call: Call) -> None:
+        """Called once the call's TaskGroup has finished: free everything it held."""
+        if self.calls.pop(call.id, None) is None:
+            return
+        self.ports.release(call.rtp_port)
+        self.metrics.calls_active.labels(call.direction).dec()
+        self.metrics.rtp_ports_in_use.set(self.ports.in_use)
+        for key in {call.dialog_key, (call.sip_call_id, call.local_tag, call.invite.from_.tag or "")
+                    if call.invite is not None else None}:
+            if key is not None:
+                self.ua.unregister_dialog(key)
+        if call.invite_tx is not None:
+            self.ua.unregister_invite_server(call.invite_tx)
+        if not self.calls:
+            self._idle.set()
+
+    def get(self, call_id: str) -> Call | None:
+        return self.calls.get(call_id)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking calls; wait up to ``grace`` seconds for calls to end, then hang up the rest."""
+        self.ua.draining = True
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            for call in list(self.calls.values()):
+                call.hangup("gateway-shutdown")
+            try:
+                async with asyncio.timeout(max(2.0, self.config.sip.timers.t1 * 8)):
+                    await self._idle.wait()
+            except TimeoutError:
+                for call in list(self.calls.values()):
+                    if call.state is not CallState.ENDED:
+                        call.finish("gateway-shutdown")
+
+
+def _sdp_part(content_type_header: str, body: bytes) -> bytes | None:
+    """The application/sdp part of a multipart/mixed body (RFC 5621), or None."""
+    raw = b"Content-Type: " + content_type_header.encode("latin-1", "replace") + b"\r\n\r\n" + body
+    message = BytesParser(policy=HTTP).parsebytes(raw)
+    if not message.is_multipart():
+        return None
+    for part in message.iter_parts():
+        if part.get_content_type() == "application/sdp":
+            payload = part.get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else None
+    return None
+
+
+def _cnonce() -> str:
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+def _is_private(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_private
+    except ValueError:
+        return False

@@ -1,0 +1,330 @@
+"""Gateway configuration: YAML with ``${VAR}`` / ``${VAR:-default}`` expansion, validated by pydantic.
+
+The keys listed in docs/ARCHITECTURE.md ("External interface") are relied on by outside tools; the JSON
+schema in ``config/voicegw.schema.json`` is generated from these models (``voicegw config-schema``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message names the key and the problem."""
+
+
+def parse_host_port(text: str, *, default_port: int) -> tuple[str, int]:
+    """``host:port``, ``host``, ``[v6]:port`` or ``[v6]`` → (host without brackets, port)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"unterminated IPv6 reference in {text!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected text after IPv6 reference in {text!r}")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.count(":") > 1:
+        host, port_text = text, ""  # bare IPv6 literal
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"missing host in {text!r}")
+    port = default_port
+    if port_text:
+        if not port_text.isdigit():
+            raise ValueError(f"port {port_text!r} is not a number")
+        port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535")
+    return host, port
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SipTimers(_Model):
+    t1: float = Field(0.5, gt=0, description="RFC 3261 T1 (RTT estimate), seconds")
+    t2: float = Field(4.0, gt=0, description="RFC 3261 T2 (max non-INVITE retransmit interval), seconds")
+    t4: float = Field(5.0, gt=0, description="RFC 3261 T4 (max message lifetime), seconds")
+
+
+class SipConfig(_Model):
+    listen: str = Field("127.0.0.1:5060", description="host:port bound for UDP and TCP")
+    public_address: str | None = Field(
+        None, description="host[:port] announced in Via/Contact/SDP when behind NAT or in Docker"
+    )
+    user_agent: str = "voicegw/0.1"
+    timers: SipTimers = SipTimers()
+    session_expires: int = Field(1800, ge=90, description="RFC 4028 Session-Expires we ask for, seconds")
+    min_se: int = Field(90, ge=90, description="RFC 4028 Min-SE we accept, seconds")
+    ring_timeout: float = Field(60.0, gt=0, description="outbound calls: CANCEL after this many seconds of ringing")
+    answer_delay: float = Field(0.0, ge=0, description="seconds between 180 Ringing and 200 OK on inbound calls")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_host_port(v, default_port=5060)
+        return v
+
+    @field_validator("public_address")
+    @classmethod
+    def _check_public(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_host_port(v, default_port=5060)
+        return v
+
+    @property
+    def listen_addr(self) -> tuple[str, int]:
+        return parse_host_port(self.listen, default_port=5060)
+
+    @property
+    def announced_addr(self) -> tuple[str, int]:
+        """Address written into Via/Contact: public_address when set, else the bound one."""
+        host, port = self.listen_addr
+        if self.public_address is None:
+            return host, port
+        return parse_host_port(self.public_address, default_port=port)
+
+
+class RtpConfig(_Model):
+    port_min: int = Field(20000, ge=1024, le=65534)
+    port_max: int = Field(20999, ge=1025, le=65535)
+    media_timeout: float = Field(30.0, gt=0, description="no RTP for this long → BYE (suspended on hold)")
+    public_address: str | None = Field(None, description="address written in SDP c= (defaults to sip's)")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> RtpConfig:
+        if self.port_min > self.port_max:
+            raise ValueError(f"port_min {self.port_min} is greater than port_max {self.port_max}")
+        return self
+
+
+class HttpConfig(_Model):
+    listen: str = "127.0.0.1:8080"
+    api_key: str | None = Field(None, description="when set, the API demands Authorization: Bearer <key>")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_host_port(v, default_port=8080)
+        return v
+
+
+class ServerRoute(_Model):
+    url: str
+    secret: str | None = None
+    timeoutSeconds: float = Field(7.5, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError(f"server url {v!r} must start with http:// or https://")
+        return v
+
+
+class NumberRoute(_Model):
+    number: str = Field(description="DID (exact), a prefix pattern like '+1555*', or '*'")
+    assistant: str | None = None
+    echo: bool = False
+    server: ServerRoute | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NumberRoute:
+        targets = [self.assistant is not None, self.echo, self.server is not None]
+        if sum(targets) != 1:
+            raise ValueError(
+                f"number {self.number!r} must route to exactly one of assistant, echo: true or server"
+            )
+        return self
+
+    def matches(self, user: str) -> bool:
+        pattern = self.number
+        if pattern == "*":
+            return True
+        if pattern.endswith("*"):
+            return user.startswith(pattern[:-1])
+        return user == pattern
+
+
+class TrunkConfig(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    host: str
+    port: int = Field(5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp"] = "udp"
+    username: str | None = None
+    password: str | None = None
+    realm: str | None = None
+    register_: bool = Field(False, alias="register", description="REGISTER to this trunk and keep it refreshed")
+    expires: int = Field(3600, ge=60, description="REGISTER expiry we ask for, seconds")
+    from_user: str | None = Field(None, description="user part of From for outbound calls (default: username)")
+
+    @model_validator(mode="after")
+    def _check_register(self) -> TrunkConfig:
+        if self.register_ and not self.username:
+            raise ValueError(f"trunk {self.name!r} has register: true but no username")
+        return self
+
+
+class ProviderConfig(_Model):
+    api_key: str | None = None
+    base_url: str | None = None
+
+
+class ProvidersConfig(_Model):
+    deepgram: ProviderConfig = ProviderConfig()
+    openai: ProviderConfig = ProviderConfig()
+    elevenlabs: ProviderConfig = ProviderConfig()
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    sip_trace: bool = Field(False, description="log every SIP message sent and received")
+
+
+class GatewayConfig(_Model):
+    sip: SipConfig = SipConfig()
+    rtp: RtpConfig = RtpConfig()
+    http: HttpConfig = HttpConfig()
+    assistants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="name -> Vapi assistant object (or a path to a JSON/YAML file)"
+    )
+    numbers: list[NumberRoute] = Field(default_factory=list, description="DID routing; first match wins")
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+    providers: ProvidersConfig = ProvidersConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> GatewayConfig:
+        for i, route in enumerate(self.numbers):
+            if route.assistant is not None and route.assistant not in self.assistants:
+                known = ", ".join(sorted(self.assistants)) or "none defined"
+                raise ValueError(f"numbers.{i}.assistant: unknown assistant {route.assistant!r} ({known})")
+        names = [t.name for t in self.trunks]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"trunks: duplicate trunk name(s) {sorted(dupes)}")
+        return self
+
+    def route_for(self, user: str) -> NumberRoute | None:
+        return next((r for r in self.numbers if r.matches(user)), None)
+
+    def trunk(self, name: str) -> TrunkConfig | None:
+        return next((t for t in self.trunks if t.name == name), None)
+
+
+def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{path}.{i}") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set (use ${{{name}:-default}})")
+
+    expanded = _ENV_RE.sub(repl, value)
+    # A whole-value substitution that produced an empty string means "unset" (e.g. api_key: ${KEY:-}).
+    if expanded == "" and _ENV_RE.fullmatch(value):
+        return None
+    return expanded
+
+
+def _load_assistant_files(raw: dict[str, Any], base: Path) -> None:
+    assistants = raw.get("assistants")
+    if not isinstance(assistants, dict):
+        return
+    for name, value in list(assistants.items()):
+        if isinstance(value, str):
+            path = (base / value).resolve()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"assistants.{name}: cannot read {path}: {exc.strerror}") from None
+            try:
+                loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            except (json.JSONDecodeError, yaml.YAMLError) as exc:
+                raise ConfigError(f"assistants.{name}: {path} is not valid JSON/YAML: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"assistants.{name}: {path} does not hold an assistant object")
+            assistants[name] = loaded
+        elif value is None:
+            assistants[name] = {}
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def load_config_text(text: str, *, env: Mapping[str, str] | None = None, base: Path | None = None) -> GatewayConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a YAML mapping at the top level")
+    raw = expand_env(raw, os.environ if env is None else env)
+    _load_assistant_files(raw, base or Path.cwd())
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_config(path: str | Path | None, *, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Load a config file, or the embedded default config when ``path`` is None."""
+    if path is None:
+        text = resources.files("gateway").joinpath("default_config.yaml").read_text()
+        return load_config_text(text, env=env)
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    return load_config_text(text, env=env, base=p.parent)
+
+
+def config_json_schema() -> dict[str, Any]:
+    return GatewayConfig.model_json_schema()
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

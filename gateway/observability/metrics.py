@@ -1,0 +1,69 @@
+"""Every metric of the gateway, defined once (base units, low-cardinality labels, never a call id)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.sip_requests_received = Counter(
+            "voicegw_sip_requests_received", "SIP requests received", ["method"], registry=r
+        )
+        self.sip_responses_sent = Counter(
+            "voicegw_sip_responses_sent", "SIP responses sent", ["method", "status_class"], registry=r
+        )
+        self.sip_responses_received = Counter(
+            "voicegw_sip_responses_received", "SIP responses received", ["method", "status_class"], registry=r
+        )
+        self.sip_messages_dropped = Counter(
+            "voicegw_sip_messages_dropped", "SIP messages dropped, by reason", ["reason"], registry=r
+        )
+        self.invites = Counter(
+            "voicegw_sip_invites", "Inbound INVITEs by outcome", ["outcome"], registry=r
+        )
+        self.calls_active = Gauge("voicegw_calls_active", "Calls in progress", ["direction"], registry=r)
+        self.calls_ended = Counter(
+            "voicegw_calls_ended", "Calls ended, by ended reason", ["direction", "reason"], registry=r
+        )
+        self.call_setup_seconds = Histogram(
+            "voicegw_call_setup_seconds",
+            "INVITE received/sent to 200 OK sent/received",
+            ["direction"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.call_duration_seconds = Histogram(
+            "voicegw_call_duration_seconds",
+            "Answered call duration",
+            ["direction"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )
+        self.registrations = Counter(
+            "voicegw_trunk_registrations", "REGISTER outcomes per attempt", ["result"], registry=r
+        )
+        self.rtp_ports_in_use = Gauge("voicegw_rtp_ports_in_use", "RTP ports allocated", registry=r)
+        self.rtp_packets = Counter(
+            "voicegw_rtp_packets", "RTP packets", ["direction"], registry=r
+        )
+        self.rtp_packets_dropped = Counter(
+            "voicegw_rtp_packets_dropped", "RTP/RTCP packets dropped, by reason", ["reason"], registry=r
+        )
+        self.dtmf_digits = Counter("voicegw_dtmf_digits", "DTMF digits received", ["method"], registry=r)
+        self.event_loop_lag_seconds = Histogram(
+            "voicegw_event_loop_lag_seconds",
+            "Lateness of a periodic event-loop probe",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+
+
+def status_class(code: int) -> str:
+    return f"{code // 100}xx"

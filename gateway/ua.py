@@ -1,0 +1,420 @@
+"""The user agent core (RFC 3261 §8, §12): joins the transport, the transaction layer and the calls.
+
+It performs the UAS checks of §8.2 in the RFC's order (method → header → content inspection), answers
+out-of-dialog OPTIONS/REGISTER itself, routes in-dialog requests to their dialog (481 when unknown) and hands
+new INVITEs to the call manager. One asyncio timer drives every SIP timer (the layer's ``get_timer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+from typing import Protocol, assert_never
+
+from gateway.config import GatewayConfig
+from gateway.observability.logging import get_logger
+from gateway.observability.metrics import Metrics, status_class
+from gateway.sip.errors import RemoteProtocolError
+from gateway.sip.headers import NameAddr, Via
+from gateway.sip.message import Message, Request, Response, make_response, make_response_from_error
+from gateway.sip.parser import parse_message
+from gateway.sip.transaction import (
+    AckReceived,
+    AckTimeout,
+    ClientTransactionId,
+    ClientTransactionTimeout,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransactionId,
+    TimerConfig,
+    TransactionEvent,
+    TransactionLayer,
+)
+from gateway.sip.uri import SipUri
+from gateway.transport.sip_transport import Addr, SipTransport
+
+# Methods we implement as a UA; anything else known is 405, anything unknown is 501 (§8.2.1).
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO")
+KNOWN_METHODS = frozenset(
+    (*ALLOW, "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER")
+)
+SUPPORTED = ("timer",)
+ACCEPT = ("application/sdp", "application/dtmf-relay", "application/dtmf", "multipart/mixed")
+DIALOG_REQUIRED = frozenset(("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER"))
+
+
+class ClientOwner(Protocol):
+    """Whoever sent a request through :meth:`UserAgent.send_request` gets its outcome."""
+
+    def on_response(self, tx: ClientTransactionId, response: Response) -> None: ...
+
+    def on_transaction_timeout(self, tx: ClientTransactionId) -> None: ...
+
+
+class DialogUser(Protocol):
+    """A call (or other dialog user) that receives in-dialog traffic."""
+
+    def on_request(self, request: Request, server_tx: ServerTransactionId) -> None: ...
+
+    def on_ack(self, request: Request) -> None: ...
+
+    def on_ack_timeout(self) -> None: ...
+
+    def on_cancel(self, server_tx: ServerTransactionId) -> None: ...
+
+    def on_2xx_retransmission(self, response: Response) -> None: ...
+
+
+class InviteHandler(Protocol):
+    def on_invite(self, request: Request, server_tx: ServerTransactionId, source: Addr, transport: str) -> None: ...
+
+
+DialogKey = tuple[str, str, str]  # (Call-ID, local tag, remote tag)
+
+
+class UserAgent:
+    def __init__(self, config: GatewayConfig, metrics: Metrics, tasks: asyncio.TaskGroup) -> None:
+        self.config = config
+        self.metrics = metrics
+        t = config.sip.timers
+        self.timers = TimerConfig(t1=t.t1, t2=t.t2, t4=t.t4)
+        self.layer = TransactionLayer(self.timers, branch_factory=lambda: secrets.token_hex(8))
+        self.transport = SipTransport(self._on_datagram, self._on_transport_error, tasks)
+        self.log = get_logger("sip")
+        self.invite_handler: InviteHandler | None = None
+        self.draining = False
+        self._client_owners: dict[ClientTransactionId, ClientOwner] = {}
+        self._dialogs: dict[DialogKey, DialogUser] = {}
+        self._invite_servers: dict[ServerTransactionId, DialogUser] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._pumping = False
+        self.local_addr: Addr = config.sip.listen_addr
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> Addr:
+        host, port = self.config.sip.listen_addr
+        self.local_addr = await self.transport.start(host, port)
+        return self.local_addr
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transport.close()
+
+    @property
+    def announced(self) -> Addr:
+        """Host and port written into Via and Contact (sip.public_address, else the bound address)."""
+        if self.config.sip.public_address:
+            return self.config.sip.announced_addr
+        return self.local_addr
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    # ----------------------------------------------------------------- building blocks
+
+    def new_tag(self) -> str:
+        return secrets.token_hex(6)
+
+    def new_call_id(self) -> str:
+        return f"{secrets.token_hex(12)}@{self.announced[0]}"
+
+    def make_via(self, transport: str) -> Via:
+        host, port = self.announced
+        return Via(
+            host=_host_for_uri(host),
+            port=port,
+            transport=transport.upper(),
+            params={"branch": self.layer.new_branch(), "rport": None},
+        )
+
+    def contact(self, transport: str, user: str | None = None) -> NameAddr:
+        host, port = self.announced
+        params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
+        return NameAddr(uri=SipUri(host=_host_for_uri(host), port=port, user=user, params=params))
+
+    def common_headers(self) -> list[tuple[str, str]]:
+        return [("Allow", ", ".join(ALLOW)), ("Supported", ", ".join(SUPPORTED))]
+
+    # ----------------------------------------------------------------- registries
+
+    def register_dialog(self, key: DialogKey, user: DialogUser) -> None:
+        self._dialogs[key] = user
+
+    def unregister_dialog(self, key: DialogKey) -> None:
+        self._dialogs.pop(key, None)
+
+    def register_invite_server(self, tx: ServerTransactionId, user: DialogUser) -> None:
+        self._invite_servers[tx] = user
+
+    def unregister_invite_server(self, tx: ServerTransactionId) -> None:
+        self._invite_servers.pop(tx, None)
+
+    def forget_client(self, tx: ClientTransactionId) -> None:
+        self._client_owners.pop(tx, None)
+
+    @property
+    def dialog_count(self) -> int:
+        return len(self._dialogs)
+
+    # ----------------------------------------------------------------- sending
+
+    def send_request(
+        self, request: Request, destination: Addr, transport: str, owner: ClientOwner
+    ) -> ClientTransactionId:
+        tx = self.layer.send_request(request, destination=destination, transport=transport, now=self.now())
+        self._client_owners[tx] = owner
+        self._trace("sip_send", request, destination)
+        self._pump()
+        return tx
+
+    def send_response(self, response: Response) -> None:
+        self.layer.send_response(response, now=self.now())
+        self.metrics.sip_responses_sent.labels(response.cseq.method, status_class(response.status_code)).inc()
+        self._trace("sip_send", response, None)
+        self._pump()
+
+    def respond(
+        self,
+        request: Request,
+        status_code: int,
+        reason: str | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        to_tag: str | None = None,
+    ) -> Response:
+        """Answer a request through its server transaction."""
+        if to_tag is None and request.to.tag is None and status_code > 100:
+            to_tag = self.new_tag()  # §8.2.6.2: a UAS MUST add a To tag (not for 100)
+        response = make_response(request, status_code, reason, to_tag=to_tag, headers=headers)
+        self.send_response(response)
+        return response
+
+    def send_stateless(self, message: Message, destination: Addr, transport: str) -> None:
+        self.layer.send_stateless(message, destination=destination, transport=transport)
+        self._trace("sip_send", message, destination)
+        self._pump()
+
+    def cancel(self, tx: ClientTransactionId) -> None:
+        self.layer.cancel(tx, now=self.now())
+        self._pump()
+
+    # ----------------------------------------------------------------- receiving
+
+    def _on_transport_error(self, reason: str, peer: Addr, transport: str) -> None:
+        self.metrics.sip_messages_dropped.labels("transport_error").inc()
+        self.log.warning("sip_transport_error", reason=reason, peer=f"{peer[0]}:{peer[1]}", transport=transport)
+
+    def _on_datagram(self, data: bytes, source: Addr, transport: str) -> None:
+        if not data.strip(b"\r\n"):
+            return  # keep-alive (RFC 5626 §3.5.1)
+        try:
+            message = parse_message(data)
+        except RemoteProtocolError as err:
+            self._on_malformed(err, source, transport)
+            return
+        if self.config.log.sip_trace:
+            self.log.debug("sip_recv", peer=f"{source[0]}:{source[1]}", message=data.decode("utf-8", "replace"))
+        if isinstance(message, Request):
+            self.metrics.sip_requests_received.labels(_method_label(message.method)).inc()
+        else:
+            self.metrics.sip_responses_received.labels(
+                _method_label(message.cseq.method), status_class(message.status_code)
+            ).inc()
+        self.layer.receive(message, source=source, transport=transport, now=self.now())
+        self._pump()
+
+    def _on_malformed(self, err: RemoteProtocolError, source: Addr, transport: str) -> None:
+        if err.is_response:
+            self.metrics.sip_messages_dropped.labels("malformed_response").inc()
+            self.log.info("sip_malformed_response_dropped", reason=err.reason, peer=f"{source[0]}:{source[1]}")
+            return
+        self.metrics.sip_messages_dropped.labels("malformed_request").inc()
+        self.log.info(
+            "sip_malformed_request", reason=err.reason, status=err.status_code, peer=f"{source[0]}:{source[1]}"
+        )
+        response = make_response_from_error(err)
+        if response is None:
+            return  # not even enough to address an answer: drop
+        # Stateless answer (§8.2): no transaction exists for a request we could not parse.
+        self.layer.send_stateless(response, destination=source, transport=transport)
+        self.metrics.sip_responses_sent.labels("other", status_class(response.status_code)).inc()
+        self._pump()
+
+    def _pump(self) -> None:
+        """Drain events (which may produce more), flush datagrams, re-arm the one timer."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while True:
+                events = self.layer.events()
+                if not events:
+                    break
+                for event in events:
+                    self._dispatch(event)
+            for out in self.layer.datagrams_to_send():
+                self.transport.send(out.data, out.destination, out.transport)
+        finally:
+            self._pumping = False
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.layer.get_timer()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.layer.handle_timer(self.now())
+        self._pump()
+
+    def _dispatch(self, event: TransactionEvent) -> None:
+        match event:
+            case RequestReceived():
+                self._on_request(event)
+            case AckReceived(request=request):
+                user = self._dialogs.get(_dialog_key_of_request(request))
+                if user is None:
+                    self.metrics.sip_messages_dropped.labels("ack_no_dialog").inc()
+                else:
+                    user.on_ack(request)
+            case ResponseReceived(response=response, client_tx=tx):
+                owner = self._client_owners.get(tx)
+                if owner is not None:
+                    if response.status_code >= 200:
+                        del self._client_owners[tx]
+                    owner.on_response(tx, response)
+                elif response.cseq.method == "INVITE" and 200 <= response.status_code < 300:
+                    # A retransmitted 2xx after we saw the first: the dialog re-sends its ACK (§13.2.2.4).
+                    dialog = self._dialogs.get(_dialog_key_of_response(response))
+                    if dialog is not None:
+                        dialog.on_2xx_retransmission(response)
+            case ClientTransactionTimeout(client_tx=tx):
+                owner = self._client_owners.pop(tx, None)
+                if owner is not None:
+                    owner.on_transaction_timeout(tx)
+            case AckTimeout(response=response, server_tx=stx):
+                self._invite_servers.pop(stx, None)
+                user = self._dialogs.get(_dialog_key_of_sent_response(response))
+                if user is not None:
+                    user.on_ack_timeout()
+            case _:
+                assert_never(event)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        request, stx = event.request, event.server_tx
+        method = request.method
+        if method == "CANCEL":
+            target = self._invite_servers.get(event.cancels) if event.cancels is not None else None
+            if target is None:
+                self.respond(request, 481)  # §9.2: no matching transaction
+                return
+            self.respond(request, 200)  # §9.2: the CANCEL itself is answered 200 at once
+            assert event.cancels is not None
+            target.on_cancel(event.cancels)
+            return
+        verdict = self.check_request(request)
+        if verdict is not None:
+            status, reason, headers = verdict
+            self.respond(request, status, reason, headers=headers)
+            return
+        to_tag = request.to.tag
+        if to_tag is not None:
+            user = self._dialogs.get(_dialog_key_of_request(request))
+            if user is None:
+                self.respond(request, 481)  # §12.2.2: request within an unknown dialog
+                return
+            user.on_request(request, stx)
+            return
+        match method:
+            case "INVITE":
+                if self.draining:
+                    self.respond(request, 503, headers=[("Retry-After", "30")])
+                    self.metrics.invites.labels("draining").inc()
+                elif self.invite_handler is None:
+                    self.respond(request, 503)
+                else:
+                    self.invite_handler.on_invite(request, stx, event.source, event.transport)
+            case "OPTIONS":
+                if self.draining:
+                    self.respond(request, 503, headers=[("Retry-After", "30")])
+                else:
+                    self.respond(
+                        request,
+                        200,
+                        headers=[*self.common_headers(), ("Accept", ", ".join(ACCEPT)), ("Accept-Language", "en")],
+                    )
+            case _ if method in DIALOG_REQUIRED:
+                self.respond(request, 481)
+            case _:
+                # REGISTER, MESSAGE, SUBSCRIBE, PUBLISH...: we are no registrar or presence server.
+                self.respond(request, 405, headers=self.common_headers())
+
+    def check_request(self, request: Request) -> tuple[int, str | None, list[tuple[str, str]]] | None:
+        """RFC 3261 §8.2.1-§8.2.3 checks, in order. Returns (status, reason, headers) to reject, else None."""
+        method = request.method
+        # §8.2.1 method inspection
+        if method not in KNOWN_METHODS:
+            return 501, None, self.common_headers()
+        # §8.2.2.1 To and Request-URI: we only serve sip:/sips: URIs
+        if not isinstance(request.uri, SipUri):
+            return 416, None, []
+        # RFC 3261 §16.3 step 2 applies to us as a B2BUA: a request that may not travel further (OPTIONS may
+        # still be answered by its final recipient).
+        if request.max_forwards == 0 and method not in ("OPTIONS", "ACK", "BYE", "CANCEL"):
+            return 483, None, []
+        # §8.2.2.3 Require: "the UAS MUST respond with 420 (Bad Extension)" listing what it does not support.
+        if method not in ("ACK", "CANCEL"):
+            unsupported = [opt for opt in request.headers.get_list("Require") if opt.lower() not in SUPPORTED]
+            if unsupported:
+                return 420, None, [("Unsupported", ", ".join(unsupported))]
+        # §8.2.3 content processing
+        if request.body and method in ("INVITE", "UPDATE", "ACK"):
+            ctype = request.content_type
+            if ctype not in ("application/sdp", "multipart/mixed"):
+                return 415, None, [("Accept", "application/sdp")]
+        if method == "INVITE" and "Accept" in request.headers:
+            accepted = [a.split(";")[0].strip().lower() for a in request.headers.get_list("Accept")]
+            if accepted and not {"application/sdp", "application/*", "*/*"} & set(accepted):
+                # §21.4.7: we can only answer with SDP.
+                return 406, None, [("Accept", "application/sdp")]
+        return None
+
+    def _trace(self, event: str, message: Message, peer: Addr | None) -> None:
+        if self.config.log.sip_trace:
+            self.log.debug(
+                event,
+                peer=f"{peer[0]}:{peer[1]}" if peer else None,
+                message=message.serialize().decode("utf-8", "replace"),
+            )
+
+
+def _method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+def _host_for_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _dialog_key_of_request(request: Request) -> DialogKey:
+    # A request received from the peer: our tag is in To, theirs in From.
+    return (request.call_id, request.to.tag or "", request.from_.tag or "")
+
+
+def _dialog_key_of_response(response: Response) -> DialogKey:
+    # A response to our request: our tag is in From, theirs in To.
+    return (response.call_id, response.from_.tag or "", response.to.tag or "")
+
+
+def _dialog_key_of_sent_response(response: Response) -> DialogKey:
+    # A response we sent: our tag is in To.
+    return (response.call_id, response.to.tag or "", response.from_.tag or "")

@@ -1,0 +1,25 @@
+"""SIPp's built-in UAC against `voicegw serve`: 100 calls at 10 calls/s, none may fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.harness import GatewayProcess, run_sipp
+
+
+def test_sipp_uac_100_calls_at_10_cps(gateway: GatewayProcess, tmp_path: Path) -> None:
+    host, port = gateway.sip_addr
+    result = run_sipp(
+        ["-sn", "uac", f"{host}:{port}", "-s", "service", "-i", "127.0.0.1", "-m", "100", "-r", "10",
+         "-l", "50", "-d", "500"],
+        cwd=tmp_path,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.stats.get("SuccessfulCall(C)") == "100", result.stats
+    assert result.stats.get("FailedCall(C)") == "0", result.stats
+    # Every call reached the gateway and ended by the caller's BYE.
+    gateway.read_logs(1.0)
+    ended = [line for line in gateway.log_lines if line.get("event") == "call_ended"]
+    assert len(ended) == 100
+    assert {line.get("reason") for line in ended} == {"customer-ended-call"}
