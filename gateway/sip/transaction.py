@@ -149,6 +149,10 @@ class TransactionLayer:
             tx.on_timer(name, now)
 
     def receive(self, message: Message, *, source: Addr, transport: str, now: float) -> None:
+        """A parsed message from the network. A request's top Via gets ``received``/``rport`` in place
+        (§18.2.1, RFC 3581) so the responses the TU builds from it carry them; a new request becomes a
+        server transaction and a :class:`RequestReceived`; a response goes to its client transaction.
+        Whatever matches nothing is counted in :attr:`counters` (and an unmatched ACK is passed up)."""
         transport = transport.lower()
         if isinstance(message, Response):
             self._receive_response(message, source=source, now=now)

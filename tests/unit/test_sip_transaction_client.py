@@ -376,3 +376,13 @@ def test_response_event_carries_the_source() -> None:
     [event] = [e for e in wire.uac_events if isinstance(e, ResponseReceived)]
     assert event.source == UAS_ADDR
     assert isinstance(event.response, Response)
+
+
+def test_invite_transport_error_while_calling_reports_a_timeout_and_cancel_is_then_moot() -> None:
+    wire = Wire(transport="tcp", drop=lambda sent: True)
+    invite = make_request(wire.uac, transport="TCP")
+    tx = wire.send(invite)
+    wire.uac.transport_error(destination=UAS_ADDR, transport="TCP", now=0.1)
+    assert wire.uac.events() == [ClientTransactionTimeout(client_tx=tx, request=invite)]
+    wire.uac.cancel(tx, now=0.2)
+    assert wire.uac.datagrams_to_send() == [] and wire.uac.counters["cancel_not_sent"] == 1

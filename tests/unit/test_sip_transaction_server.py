@@ -425,3 +425,57 @@ def test_tcp_responses_use_the_connection_and_maddr_is_honoured() -> None:
         "239.255.255.1",
         5070,
     )
+
+
+# ------------------------------------------------------------------------------ anomalies, counted
+
+
+def test_ack_before_any_final_response_is_dropped_and_counted() -> None:
+    uas = _uas()
+    invite = make_request(uas)
+    _deliver(uas, invite)
+    _received(uas)
+    ack = Request("ACK", invite.uri, invite.headers.copy())
+    ack.headers.set("CSeq", "1 ACK")
+    uas.datagrams_to_send()
+    _deliver(uas, ack)
+    assert uas.events() == [] and uas.datagrams_to_send() == []
+    assert uas.counters["ack_before_final"] == 1
+
+
+def test_request_whose_cseq_method_differs_is_dropped_and_counted() -> None:
+    uas = _uas()
+    request = make_request(uas, "OPTIONS")
+    request.headers.set("CSeq", "1 INFO")  # the parser rejects this; the layer must not trust it did
+    uas.receive(request, source=UAC_ADDR, transport="udp", now=0.0)
+    assert uas.events() == [] and uas.live_transactions == 0
+    assert uas.counters["request_cseq_method_mismatch"] == 1
+
+
+def test_rfc2543_requests_differing_only_in_request_uri_collide_and_are_counted() -> None:
+    uas = _uas()
+    data = (RFC4475 / "badbranch.dat").read_bytes()
+    uas.receive(parse_message(data), source=("192.0.2.1", 5060), transport="udp", now=0.0)
+    other = data.replace(b"OPTIONS sip:user@example.com", b"OPTIONS sip:other@example.com")
+    uas.receive(parse_message(other), source=("192.0.2.1", 5060), transport="udp", now=0.1)
+    assert len(_received(uas)) == 1
+    assert uas.counters["rfc2543_key_collision"] == 1
+
+
+def test_transport_error_ends_server_transactions_quietly() -> None:
+    uas = _uas()
+    _deliver(uas, make_request(uas, "INVITE", transport="TCP"), transport="tcp")
+    _received(uas)
+    uas.transport_error(destination=UAC_ADDR, transport="tcp", now=1.0)
+    assert uas.live_transactions == 0 and uas.events() == []
+
+
+def test_stopped_timers_do_not_pile_up() -> None:
+    # Over TCP every non-INVITE client transaction stops Timer F when its answer arrives and K is zero:
+    # each leaves one stale heap entry behind unless the layer compacts its heap.
+    wire = Wire(transport="tcp")
+    for n in range(300):
+        wire.send(make_request(wire.uac, "OPTIONS", transport="TCP", call_id=f"o{n}"))
+        wire.respond(wire.last_request("OPTIONS"), 200)
+    assert wire.uac.live_transactions == 0
+    assert len(wire.uac._heap) <= 65
