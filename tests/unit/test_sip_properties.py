@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import string
+import unicodedata
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -128,7 +129,7 @@ _PARAM_VALUE = st.one_of(st.none(), _TOKEN)
 _PARAMS = st.dictionaries(_TOKEN.map(str.lower), _PARAM_VALUE, max_size=3)
 _DISPLAY = st.one_of(
     st.none(),
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=16),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=16),
 )
 
 
@@ -198,7 +199,12 @@ def _message(draw: st.DrawFn) -> Request | Response:
     if draw(st.booleans()):
         return Request(method=method, uri=draw(_sip_uri()), headers=headers, body=body)
     reason = draw(
-        st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=20)
+        st.text(
+            alphabet=st.characters(codec="utf-8").filter(
+                lambda c: c == " " or unicodedata.category(c)[0] not in "CZ"
+            ),
+            max_size=20,
+        )
     ).strip()
     reason = " ".join(reason.split())
     return Response(status_code=draw(st.integers(100, 699)), reason=reason, headers=headers, body=body)
