@@ -73,6 +73,9 @@ class RtpPacket:
         if length < RTP_HEADER_SIZE:
             raise RtpParseError("too_short", f"{length} bytes, the fixed header is 12")
         first, second, seq, timestamp, ssrc = _unpack_fixed(data, 0)
+        if first == 0x80:
+            # the common case: version 2, no padding, no extension, no CSRC
+            return cls(second & 0x7F, seq, timestamp, ssrc, bytes(data[RTP_HEADER_SIZE:]), second > 0x7F)
         if first >> 6 != RTP_VERSION:
             raise RtpParseError("bad_version", f"version {first >> 6}")
         offset = RTP_HEADER_SIZE
