@@ -33,6 +33,13 @@ from gateway.rtp.packet import RtpPacket  # noqa: E402
 from gateway.rtp.stats import ReceiverStats  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "media_core.md"
+MEASURED = (
+    "gateway/rtp/packet.py",
+    "gateway/rtp/stats.py",
+    "gateway/codecs/g711.py",
+    "gateway/codecs/resample.py",
+    "benchmarks/bench_media_core.py",
+)
 
 
 def measure(step: Callable[[int], object], iterations: int, repeats: int) -> tuple[float, float]:
@@ -139,7 +146,7 @@ def git_rev() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "gateway/rtp", "gateway/codecs", "benchmarks"],
+            ["git", "status", "--porcelain", "--", *MEASURED],
             cwd=REPO,
             capture_output=True,
             text=True,
