@@ -196,6 +196,10 @@ def main() -> None:
                 f"in these media cores ({per_call:.0f} µs of CPU per second of call), excluding sockets,",
                 "the event loop, the jitter buffer and the pipeline.",
                 "",
+                "On this 2-CPU machine shared with other jobs, repeated runs of the same revision",
+                "differ by up to ~1.6x (CPU time still grows under contention: caches, SMT);",
+                "compare figures from one run, and prefer the best column across runs.",
+                "",
             ]
         ),
         encoding="utf-8",
