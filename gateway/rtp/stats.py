@@ -146,8 +146,9 @@ class ReceiverStats:
     def update(self, packet: RtpPacket, now: float) -> bool:
         """Account one received packet arriving at ``now`` (seconds, any monotonic origin).
 
-        Returns True when the packet counts as valid under RFC 3550 A.1 (False during
-        probation and for a very large sequence jump that is not yet confirmed).
+        Returns True for a new, valid packet. False during probation, for a very large
+        sequence jump that is not yet confirmed (RFC 3550 A.1), and for a duplicate (which
+        A.1/A.3 still count as received, so the cumulative loss may go negative).
         """
         if packet.ssrc != self._ssrc:
             if self._ssrc is not None:
