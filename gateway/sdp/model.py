@@ -238,7 +238,7 @@ class MediaDescription:
     @property
     def payload_types(self) -> tuple[int, ...]:
         """The formats that are RTP payload type numbers, in the offerer's preference order."""
-        return tuple(int(fmt) for fmt in self.formats if fmt.isdigit() and int(fmt) <= 127)
+        return tuple(int(fmt) for fmt in self.formats if fmt.isascii() and fmt.isdigit() and int(fmt) <= 127)
 
     def rtpmap(self, payload_type: int) -> RtpMap | None:
         for attribute in self.attributes:
