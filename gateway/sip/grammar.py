@@ -10,6 +10,7 @@ hostile input costs linear time.
 
 from __future__ import annotations
 
+import re
 import string
 
 from gateway.sip.errors import RemoteProtocolError
@@ -41,9 +42,13 @@ def bad(reason: str, status_code: int = 400) -> RemoteProtocolError:
     return RemoteProtocolError(reason, status_code=status_code)
 
 
+# A single character class: linear time, no backtracking.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+
+
 def is_token(text: str) -> bool:
     """True when ``text`` is a non-empty RFC 3261 ``token``."""
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def scan_quoted(text: str, start: int) -> int:
@@ -145,6 +150,14 @@ def split_header_list(value: str) -> list[str]:
     return [part for part in split_commas(value) if part]
 
 
+# One generic-param with its leading ";" (§25.1). The alternatives and the repeated classes are
+# disjoint, so matching is linear: no backtracking on hostile input.
+_PARAM_RE = re.compile(
+    r'[ \t]*;[ \t]*([A-Za-z0-9.!%*_+`\'~-]+)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t;,"<>]+)[ \t]*)?',
+    re.DOTALL,
+)
+
+
 def parse_params(text: str) -> dict[str, str | None]:
     """Parse ``;a=b;c`` style parameters (generic-param, §25.1); keys are lower-cased.
 
@@ -154,47 +167,18 @@ def parse_params(text: str) -> dict[str, str | None]:
     """
     params: dict[str, str | None] = {}
     n = len(text)
-    i = 0
-    while i < n and text[i] in WS:
-        i += 1
-    if i == n:
+    pos = 0
+    if not text.strip(WS):
         return params
-    if text[i] != ";":
-        raise bad(f"Invalid parameter list: {text.strip()[:64]!r}")
-    while i < n:
-        # here text[i] == ";"
-        i += 1
-        while i < n and text[i] in WS:
-            i += 1
-        start = i
-        while i < n and text[i] in TOKEN_CHARS:
-            i += 1
-        name = text[start:i]
-        if not name:
+    while pos < n:
+        match = _PARAM_RE.match(text, pos)
+        if match is None:
+            quote = text.find('"', pos)
+            if quote >= 0:
+                scan_quoted(text, quote)  # raises on an unterminated quoted-string
             raise bad(f"Empty or invalid parameter in {text.strip()[:64]!r}")
-        while i < n and text[i] in WS:
-            i += 1
-        value: str | None = None
-        if i < n and text[i] == "=":
-            i += 1
-            while i < n and text[i] in WS:
-                i += 1
-            if i < n and text[i] == '"':
-                end = scan_quoted(text, i)
-                value = text[i:end]
-                i = end
-            else:
-                start = i
-                while i < n and text[i] not in _VALUE_STOP:
-                    i += 1
-                value = text[start:i]
-                if not value:
-                    raise bad(f"Empty value for parameter {name!r}")
-            while i < n and text[i] in WS:
-                i += 1
-        if i < n and text[i] != ";":
-            raise bad(f"Invalid parameter list: {text.strip()[:64]!r}")
-        params[name.lower()] = value
+        params[match.group(1).lower()] = match.group(2)
+        pos = match.end()
     return params
 
 

@@ -123,13 +123,52 @@ class _MessageViews:
 
     @property
     def vias(self) -> list[Via]:
+        return [via.copy() for via in self._shared_vias()]
+
+    def _shared_vias(self) -> list[Via]:
         lines = self.headers.get_all("Via")
         if not lines:
             raise _missing("Via")
+        if len(lines) == 1:
+            return self._view("via", lines[0], parse_via)
         out: list[Via] = []
         for line in lines:
-            out.extend(via.copy() for via in self._view("via", line, parse_via))
+            out.extend(self._view("via", line, parse_via))
         return out
+
+    def _shared_addr_list(self, name: str) -> list[NameAddr]:
+        out: list[NameAddr] = []
+        for line in self.headers.get_all(name):
+            if name == "Contact" and line.strip() == "*":
+                continue
+            out.extend(self._view(name, line, parse_name_addr_list))
+        return out
+
+    def validate(self) -> None:
+        """Parse (and cache) every header field whose syntax a UAS must check (§8.2).
+
+        Raises RemoteProtocolError naming the header ("Invalid To header: ...").
+        """
+        checks: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("Call-ID", lambda: self.call_id),
+            ("CSeq", lambda: self.cseq),
+            ("From", lambda: self._view("from", self._single("From"), parse_name_addr)),
+            ("To", lambda: self._view("to", self._single("To"), parse_name_addr)),
+            ("Via", self._shared_vias),
+            ("Max-Forwards", lambda: self.max_forwards),
+            ("Contact", lambda: self._shared_addr_list("Contact")),
+            ("Route", lambda: self._shared_addr_list("Route")),
+            ("Record-Route", lambda: self._shared_addr_list("Record-Route")),
+        )
+        for name, check in checks:
+            try:
+                check()
+            except RemoteProtocolError as err:
+                if err.reason.startswith((f"Invalid {name}", f"Missing {name}", f"Empty {name}")):
+                    raise
+                raise RemoteProtocolError(
+                    f"Invalid {name} header: {err.reason}", status_code=err.status_code
+                ) from None
 
     @property
     def top_via(self) -> Via:
@@ -145,26 +184,15 @@ class _MessageViews:
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact values; empty for ``Contact: *`` (REGISTER, §10.2.2) and when absent."""
-        out: list[NameAddr] = []
-        for line in self.headers.get_all("Contact"):
-            if line.strip() == "*":
-                continue
-            out.extend(c.copy() for c in self._view("contact", line, parse_name_addr_list))
-        return out
+        return [c.copy() for c in self._shared_addr_list("Contact")]
 
     @property
     def routes(self) -> list[NameAddr]:
-        return self._addr_list("Route")
+        return [c.copy() for c in self._shared_addr_list("Route")]
 
     @property
     def record_routes(self) -> list[NameAddr]:
-        return self._addr_list("Record-Route")
-
-    def _addr_list(self, name: str) -> list[NameAddr]:
-        out: list[NameAddr] = []
-        for line in self.headers.get_all(name):
-            out.extend(c.copy() for c in self._view(name, line, parse_name_addr_list))
-        return out
+        return [c.copy() for c in self._shared_addr_list("Record-Route")]
 
     @property
     def content_type(self) -> str | None:

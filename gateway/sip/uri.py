@@ -9,6 +9,7 @@ IPv6 hosts keep their brackets (RFC 5118). Any other scheme is kept opaque as an
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
@@ -19,11 +20,12 @@ __all__ = ["AbsoluteUri", "SipUri", "Uri", "parse_uri", "uri_equal"]
 
 _SCHEME_FIRST = frozenset(string.ascii_letters)
 _SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+-.")
-_HOST_CHARS = frozenset(string.ascii_letters + string.digits + "-._")
-_IPV6_CHARS = frozenset(string.hexdigits + ":.")
+# Single character classes (linear time, no backtracking).
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+")
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+_FORBIDDEN_RE = re.compile('[<>" \t\r\n\x00\x7f]')
 # Characters never allowed unescaped anywhere in a SIP URI (controls, space, delimiters of the
 # surrounding grammar). Whitespace inside a Request-URI is a 400 (RFC 4475 §3.1.2.8 lwsruri).
-_URI_FORBIDDEN = frozenset('<>" \t\r\n\x00\x7f')
 # Parameters that must match when present in either URI (§19.1.4).
 _STRICT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 
@@ -104,16 +106,15 @@ def parse_uri(text: str) -> Uri:
     scheme = scheme.lower()
     rest = text[colon + 1 :]
     if scheme != "sip" and scheme != "sips":
-        if not rest or any(c in _URI_FORBIDDEN for c in rest):
+        if not rest or _FORBIDDEN_RE.search(rest):
             raise bad(f"Invalid URI: {text[:80]!r}")
         return AbsoluteUri(scheme=scheme, opaque=rest)
     return _parse_sip(scheme, rest, text)
 
 
 def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
-    for c in rest:
-        if c in _URI_FORBIDDEN:
-            raise bad(f"Invalid character in SIP URI: {text[:80]!r}")
+    if _FORBIDDEN_RE.search(rest):
+        raise bad(f"Invalid character in SIP URI: {text[:80]!r}")
     user: str | None = None
     password: str | None = None
     # userinfo may contain ';', '?', ',' and '/' (user-unreserved, RFC 4475 §3.1.1.2 and
@@ -177,7 +178,7 @@ def parse_hostport(text: str, context: str) -> tuple[str, int | None]:
         host = text[: end + 1]
         inner = host[1:-1]
         # Deliberately lenient: RFC 5118 §4.10 (three colons) must be tolerated.
-        if not inner or ":" not in inner or any(c not in _IPV6_CHARS for c in inner):
+        if _IPV6_RE.fullmatch(inner) is None:
             raise bad(f"Invalid IPv6 reference in {context[:80]!r}")
         tail = text[end + 1 :]
         if tail:
@@ -190,7 +191,7 @@ def parse_hostport(text: str, context: str) -> tuple[str, int | None]:
             host, port_text = text[:colon], text[colon + 1 :]
         else:
             host = text
-        if not host or any(c not in _HOST_CHARS for c in host):
+        if _HOST_RE.fullmatch(host) is None:
             raise bad(f"Invalid host in {context[:80]!r}")
     port: int | None = None
     if port_text is not None:
