@@ -21,6 +21,13 @@ sys.path.insert(0, str(ROOT))
 from gateway.sip.message import Message, Request, make_response  # noqa: E402
 from gateway.sip.parser import parse_message  # noqa: E402
 
+_MEASURED_FILES = [
+    *(
+        f"gateway/sip/{name}.py"
+        for name in ("grammar", "uri", "fields", "headers", "message", "parser", "errors")
+    ),
+    "benchmarks/bench_sip_parser.py",
+]
 CAPTURED = ROOT / ".." / "shared" / "data" / "sip" / "captured"
 
 
@@ -62,7 +69,7 @@ def _git_revision() -> str:
             check=True,
         )
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "gateway/sip", "benchmarks"],
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", *_MEASURED_FILES],
             capture_output=True,
             text=True,
             check=True,
