@@ -411,8 +411,14 @@ class JitterBuffer:
         if not self._floor_window:
             self._floor_window.append((now, transit))
         low = self._window_start(now)
+        # Never before what already played; in silence the head of a packet straddling the
+        # window is kept here and cut at playout in whole frames.
+        lo = start if self._played_end is None else max(start, self._played_end)
+        if self._state is _State.PLAYING:
+            lo = max(lo, self._next)
         # At most max_delay plus a frame of audio is held, counted from the oldest held sample.
-        high = min(low, self._segments[0].start) + self._capacity if self._segments else low + self._capacity
+        base = min(low, lo, self._segments[0].start) if self._segments else min(low, lo)
+        high = base + self._capacity
         if end <= low or start >= high:
             late = end <= low
             if late:
@@ -433,7 +439,6 @@ class JitterBuffer:
         if not packet.payload:
             self._packets_accepted += 1
             return PushResult.ACCEPTED
-        lo = max(start, low)
         hi = min(end, high)
         if hi < end:
             self._packets_overflow += 1
@@ -455,7 +460,8 @@ class JitterBuffer:
         """Earliest timestamp that can still be played."""
         if self._state is _State.PLAYING:
             return self._next
-        low = math.ceil(self._desired_position(now) - self._frame / 2)
+        # Starting earlier would put the delay past the point where a frame is dropped.
+        low = math.ceil(self._desired_position(now) - _SHRINK_ABOVE * self._frame)
         return low if self._played_end is None else max(low, self._played_end)
 
     def _path_changed(self, transit: float) -> bool:
@@ -635,17 +641,31 @@ class JitterBuffer:
         if not self._segments:
             return FrameKind.SILENCE, self._silence, None
         position = self._desired_position(now)
-        low = self._window_start(now)
+        earliest = self._window_start(now)
         segments = self._segments
-        while segments and segments[0].end <= low:
-            # Arrived in time but its moment passed while we were not asked to play (or the
-            # delay shrank): as good as late.
-            segments.pop(0)
-            self._packets_late += 1
+        while segments:
+            front = segments[0]
+            if front.end <= earliest:
+                # Arrived in time but its moment passed while we were not asked to play (or the
+                # delay shrank): as good as late.
+                segments.pop(0)
+                self._packets_late += 1
+                continue
+            if front.start < earliest:
+                # Skip whole frames so that the talk spurt keeps its own frame boundaries.
+                cut = -(-(earliest - front.start) // self._frame) * self._frame
+                if cut >= len(front.data):
+                    segments.pop(0)
+                    self._packets_late += 1
+                    continue
+                front.data = front.data[cut:]
+                front.start += cut
+                front.marker = False
+            break
         if not segments or segments[0].start > position + self._frame / 2:
             return FrameKind.SILENCE, self._silence, None
         self._state = _State.PLAYING
-        self._next = max(segments[0].start, low)
+        self._next = segments[0].start
         self._underrun = 0
         self._over_since = None
         self._current_delay = now - (self._next - self._origin) / self._clock - self._floor()
