@@ -72,6 +72,9 @@ class SipConfig(_Model):
         None, description="host[:port] announced in Via/Contact/SDP when behind NAT or in Docker"
     )
     user_agent: str = "voicegw/0.1"
+    force_rport: bool = Field(
+        True, description="answer UDP requests at their source port even without ;rport (peers behind NAT)"
+    )
     timers: SipTimers = SipTimers()
     session_expires: int = Field(1800, ge=90, description="RFC 4028 Session-Expires we ask for, seconds")
     min_se: int = Field(90, ge=90, description="RFC 4028 Min-SE we accept, seconds")

@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics, status_class
 from gateway.sip.errors import RemoteProtocolError
-from gateway.sip.headers import NameAddr, Via
+from gateway.sip.headers import Headers, NameAddr, Via
 from gateway.sip.message import Message, Request, Response, make_response, make_response_from_error
 from gateway.sip.parser import parse_message
 from gateway.sip.transaction import (
@@ -79,7 +79,9 @@ class UserAgent:
         self.metrics = metrics
         t = config.sip.timers
         self.timers = TimerConfig(t1=t.t1, t2=t.t2, t4=t.t4)
-        self.layer = TransactionLayer(self.timers, branch_factory=lambda: secrets.token_hex(8))
+        self.layer = TransactionLayer(
+            self.timers, branch_factory=lambda: secrets.token_hex(8), force_rport=config.sip.force_rport
+        )
         self.transport = SipTransport(self._on_datagram, self._on_transport_error, tasks)
         self.log = get_logger("sip")
         self.invite_handler: InviteHandler | None = None
@@ -235,9 +237,9 @@ class UserAgent:
         self.log.info(
             "sip_malformed_request", reason=err.reason, status=err.status_code, peer=f"{source[0]}:{source[1]}"
         )
-        response = make_response_from_error(err)
+        response = make_response_from_error(err) or _raw_error_response(err)
         if response is None:
-            return  # not even enough to address an answer: drop
+            return  # not even Call-ID, CSeq, From and To to copy: drop
         # Stateless answer (§8.2): no transaction exists for a request we could not parse.
         self.layer.send_stateless(response, destination=source, transport=transport)
         self.metrics.sip_responses_sent.labels("other", status_class(response.status_code)).inc()
@@ -395,6 +397,22 @@ class UserAgent:
                 peer=f"{peer[0]}:{peer[1]}" if peer else None,
                 message=message.serialize().decode("utf-8", "replace"),
             )
+
+
+def _raw_error_response(err: RemoteProtocolError) -> Response | None:
+    """A stateless error answer when the top Via itself is unreadable: we answer the UDP source anyway
+    (force_rport), copying the fields §8.2.6.2 requires exactly as received."""
+    if err.is_response or err.headers is None:
+        return None
+    raw = err.headers
+    fields = {name: raw.get(name) for name in ("Call-ID", "CSeq", "From", "To")}
+    if any(value is None or not value.strip() for value in fields.values()) or not raw.get_all("Via"):
+        return None
+    headers = Headers([("Via", line) for line in raw.get_all("Via")])
+    for name, value in fields.items():
+        assert value is not None
+        headers.add(name, value)
+    return Response(status_code=err.status_code, reason=err.reason, headers=headers)
 
 
 def _method_label(method: str) -> str:

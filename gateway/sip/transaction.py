@@ -98,8 +98,13 @@ def _server_tx_id(message: Message, method: str) -> tuple[ServerTransactionId, b
 class TransactionLayer:
     """All client and server transactions of one SIP endpoint."""
 
-    def __init__(self, timers: TimerConfig = _DEFAULT_TIMERS, *, branch_factory: Callable[[], str]) -> None:
+    def __init__(
+        self, timers: TimerConfig = _DEFAULT_TIMERS, *, branch_factory: Callable[[], str], force_rport: bool = False
+    ) -> None:
         self.timers = timers
+        # Answer every UDP request at its source address and port, as if it carried ;rport (RFC 3581) -
+        # what SBCs and PBXes do by default for peers behind NAT that forget to ask.
+        self.force_rport = force_rport
         self.counters: collections.Counter[str] = collections.Counter()
         self._branch_factory = branch_factory
         self._clients: dict[ClientTransactionId, ClientTransaction] = {}
@@ -240,8 +245,8 @@ class TransactionLayer:
         # RFC 3581: "the response MUST be sent to the IP address listed in the "received" parameter, and
         # the port in the "rport" parameter" - i.e. back where the request came from.
         rport = via.rport
-        if rport is not None:
-            return (source[0], int(rport) if rport.isdigit() else source[1])
+        if rport is not None or self.force_rport:
+            return (source[0], int(rport) if rport is not None and rport.isdigit() else source[1])
         # "Otherwise, ... if the "received" parameter is present, send the response to the address in the
         # "received" parameter, using the port indicated in the "sent-by" value, or using port 5060".
         # The received address is the packet's source address (§18.2.1).

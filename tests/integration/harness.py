@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,52 +54,51 @@ def sipp_binary() -> str:
 
 @dataclass
 class GatewayProcess:
+    """A running gateway; a reader thread drains its stdout continuously (a full pipe would stall it)."""
+
     config_path: Path
     sip_port: int
     http_port: int
     proc: subprocess.Popen[bytes]
     log_lines: list[dict[str, object]] = field(default_factory=list)
-    _buffer: bytes = b""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": "non_json", "text": raw.decode("utf-8", "replace").rstrip()}
+            with self._lock:
+                self.log_lines.append(line)
 
     @property
     def sip_addr(self) -> tuple[str, int]:
         return ("127.0.0.1", self.sip_port)
 
-    def read_logs(self, timeout: float = 0.0) -> list[dict[str, object]]:
-        """Collect JSON log lines printed so far (waiting up to ``timeout`` for the first)."""
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        new: list[dict[str, object]] = []
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            if not sel.select(remaining if not new else 0):
-                break
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            self._buffer += chunk
-            *lines, self._buffer = self._buffer.split(b"\n")
-            for line in lines:
-                try:
-                    new.append(json.loads(line))
-                except ValueError:
-                    new.append({"event": "non_json", "text": line.decode("utf-8", "replace")})
-        sel.close()
-        self.log_lines.extend(new)
-        return new
+    def logs(self, event: str | None = None) -> list[dict[str, object]]:
+        with self._lock:
+            lines = list(self.log_lines)
+        return [line for line in lines if event is None or line.get("event") == event]
 
-    def wait_for_log(self, event: str, timeout: float = 10.0, **fields: object) -> dict[str, object]:
+    def wait_for_log(self, event: str, timeout: float = 10.0, count: int = 1, **fields: object) -> dict[str, object]:
+        """Wait until ``count`` lines with ``event`` (and ``fields``) were logged; returns the last."""
         deadline = time.monotonic() + timeout
-        seen = iter(list(self.log_lines))
         while True:
-            for line in seen:
-                if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {event!r} log line within {timeout}s; last lines: {self.log_lines[-15:]}")
-            seen = iter(self.read_logs(0.2))
+            found = [line for line in self.logs(event) if all(line.get(k) == v for k, v in fields.items())]
+            if len(found) >= count:
+                return found[count - 1]
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{len(found)}/{count} {event!r} log lines within {timeout}s; last lines: {self.logs()[-15:]}"
+                )
+            time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
@@ -109,7 +108,8 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self.read_logs(0)
+        if self._reader is not None:
+            self._reader.join(5)
         return self.proc.returncode
 
 

@@ -19,7 +19,7 @@ def test_sipp_uac_100_calls_at_10_cps(gateway: GatewayProcess, tmp_path: Path) -
     assert result.stats.get("SuccessfulCall(C)") == "100", result.stats
     assert result.stats.get("FailedCall(C)") == "0", result.stats
     # Every call reached the gateway and ended by the caller's BYE.
-    gateway.read_logs(1.0)
-    ended = [line for line in gateway.log_lines if line.get("event") == "call_ended"]
+    gateway.wait_for_log("call_ended", count=100, timeout=10)
+    ended = gateway.logs("call_ended")
     assert len(ended) == 100
     assert {line.get("reason") for line in ended} == {"customer-ended-call"}
