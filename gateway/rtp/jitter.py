@@ -20,9 +20,9 @@ last ``window`` seconds: the path delay of the fastest packets. A packet's relat
 last ``window`` seconds, and the target delay is that plus one frame, clamped to
 ``[max(min_delay, one frame), max_delay - half a frame]``. A percentile over a sliding
 window attacks fast (a few slow packets move it) and forgets within ``window`` seconds once
-the jitter is gone. A packet that arrived after its playout moment is recorded as needing
-one frame more than the delay in force, not its full lateness: a single stall then burst
-raises the target by one frame, not by the length of the stall.
+the jitter is gone. A packet that arrived after its playout moment is recorded at the delay
+in force (the target then adds a frame), not at its full lateness: a stall then a burst
+raises the target by a frame or two for ``window`` seconds, not by the length of the stall.
 
 The frame at timestamp ``t`` plays at ``origin + t / clock_rate + floor + delay``. The delay
 in force moves towards the target by whole frames:
@@ -36,8 +36,8 @@ in force moves towards the target by whole frames:
   beyond five frames of excess (our own scheduler stalled) one frame per pop;
 - in silence (a talk spurt ended: the next packet has the marker bit, RFC 3551 §4.1
   "the first packet of a talkspurt", or its sequence number follows the last one played
-  while its timestamp jumps; or nothing arrived for 60 ms) playout re-anchors freely on
-  the next talk spurt at exactly the target delay.
+  while its timestamp jumps; or nothing arrived for 60 ms) playout re-anchors on the next
+  talk spurt at the target delay, skipping whole frames whose moment has passed.
 
 Sender clock drift (a sender a few hundred ppm fast or slow) moves the floor slowly, so it
 comes out as one dropped or inserted frame every minute or so, at the quietest moment
@@ -61,7 +61,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from gateway.rtp.packet import RtpPacket, seq_distance
 from gateway.rtp.stats import MAX_DROPOUT, MAX_MISORDER
@@ -139,6 +139,22 @@ class JitterStats:
     resets: int
 
 
+@dataclass(slots=True)
+class _Counts:
+    frames_played: int = 0
+    frames_concealed: int = 0
+    frames_silence: int = 0
+    frames_partial: int = 0
+    frames_inserted: int = 0
+    frames_dropped: int = 0
+    packets_accepted: int = 0
+    packets_late: int = 0
+    packets_duplicate: int = 0
+    packets_overflow: int = 0
+    packets_discarded: int = 0
+    resets: int = 0
+
+
 class _State(enum.Enum):
     SILENCE = "silence"  # between talk spurts: playout may re-anchor
     PLAYING = "playing"  # inside a talk spurt: one frame per pop, continuous timestamps
@@ -160,10 +176,6 @@ class _Segment:
 class _Candidate:
     packet: RtpPacket
     arrival: float
-
-
-def _seg_start(segment: _Segment) -> int:
-    return segment.start
 
 
 class JitterBuffer:
@@ -223,20 +235,8 @@ class JitterBuffer:
         self._shrink_patience = shrink_patience
         self._is_quiet = is_quiet
         self._conceal_max = max(1, math.ceil(_CONCEAL_MAX / frame_s - 1e-9))
-        # Counters survive resets.
+        self._count = _Counts()  # survives resets
         self._playout_ts = 0
-        self._frames_played = 0
-        self._frames_concealed = 0
-        self._frames_silence = 0
-        self._frames_partial = 0
-        self._frames_inserted = 0
-        self._frames_dropped = 0
-        self._packets_accepted = 0
-        self._packets_late = 0
-        self._packets_duplicate = 0
-        self._packets_overflow = 0
-        self._packets_discarded = 0
-        self._resets = 0
         self._max_buffered = 0
         self._last_kind = FrameKind.SILENCE
         self._reset_stream()
@@ -252,7 +252,7 @@ class JitterBuffer:
         elif self._candidate is not None:
             # The old stream went on: the candidate was a stray packet.
             self._candidate = None
-            self._packets_discarded += 1
+            self._count.packets_discarded += 1
         return self._accept(packet, now)
 
     def pop(self, now: float) -> PlayoutFrame:
@@ -264,11 +264,11 @@ class JitterBuffer:
         else:
             kind, payload, source = self._pop_silence(now)
         if kind is FrameKind.AUDIO:
-            self._frames_played += 1
+            self._count.frames_played += 1
         elif kind is FrameKind.CONCEALED:
-            self._frames_concealed += 1
+            self._count.frames_concealed += 1
         else:
-            self._frames_silence += 1
+            self._count.frames_silence += 1
         self._last_kind = kind
         return PlayoutFrame(
             kind=kind,
@@ -279,7 +279,7 @@ class JitterBuffer:
 
     def reset(self) -> None:
         """Forget the stream (e.g. the peer's media changed); counters are kept."""
-        self._resets += 1
+        self._count.resets += 1
         self._reset_stream()
 
     def stats(self) -> JitterStats:
@@ -290,18 +290,7 @@ class JitterBuffer:
             jitter=self._jitter,
             buffered=held / self._clock,
             max_buffered=max(self._max_buffered, held) / self._clock,
-            frames_played=self._frames_played,
-            frames_concealed=self._frames_concealed,
-            frames_silence=self._frames_silence,
-            frames_partial=self._frames_partial,
-            frames_inserted=self._frames_inserted,
-            frames_dropped=self._frames_dropped,
-            packets_accepted=self._packets_accepted,
-            packets_late=self._packets_late,
-            packets_duplicate=self._packets_duplicate,
-            packets_overflow=self._packets_overflow,
-            packets_discarded=self._packets_discarded,
-            resets=self._resets,
+            **asdict(self._count),
         )
 
     # -- stream state -------------------------------------------------------------------
@@ -338,7 +327,7 @@ class JitterBuffer:
         Same stream, so timestamp unwrapping, duplicate memory and the played position stay;
         playout re-anchors in silence on the new transit.
         """
-        self._resets += 1
+        self._count.resets += 1
         self._state = _State.SILENCE
         self._floor_window.clear()
         self._delays.clear()
@@ -384,13 +373,13 @@ class JitterBuffer:
                 and seq_distance(packet.sequence_number, first.sequence_number) == 1
                 and abs(advance - elapsed) < _DISCONTINUITY / 2
             ):
-                self._resets += 1
+                self._count.resets += 1
                 self._reset_stream()
                 self._start_stream(first, candidate.arrival)
                 self._accept(first, candidate.arrival)
                 self._accept(packet, now)
                 return PushResult.RESET
-            self._packets_discarded += 1
+            self._count.packets_discarded += 1
         self._candidate = _Candidate(packet, now)
         return PushResult.PROBATION
 
@@ -399,7 +388,7 @@ class JitterBuffer:
     def _accept(self, packet: RtpPacket, now: float) -> PushResult:
         seq = packet.sequence_number
         if seq in self._seen:
-            self._packets_duplicate += 1
+            self._count.packets_duplicate += 1
             return PushResult.DUPLICATE
         self._remember(seq)
         if seq_distance(seq, self._seq_max) > 0:
@@ -422,9 +411,9 @@ class JitterBuffer:
         if end <= low or start >= high:
             late = end <= low
             if late:
-                self._packets_late += 1
+                self._count.packets_late += 1
             else:
-                self._packets_overflow += 1
+                self._count.packets_overflow += 1
             if self._path_changed(transit):
                 self._rebase()
                 self._seen.discard(seq)
@@ -437,16 +426,16 @@ class JitterBuffer:
         self._run_count = 0
         self._observe(now, transit, late=False)
         if not packet.payload:
-            self._packets_accepted += 1
+            self._count.packets_accepted += 1
             return PushResult.ACCEPTED
         hi = min(end, high)
         if hi < end:
-            self._packets_overflow += 1
+            self._count.packets_overflow += 1
         data = packet.payload[lo - start : hi - start]
         if not self._insert(_Segment(lo, data, seq, packet.marker and lo == start)):
-            self._packets_duplicate += 1
+            self._count.packets_duplicate += 1
             return PushResult.DUPLICATE
-        self._packets_accepted += 1
+        self._count.packets_accepted += 1
         self._max_buffered = max(self._max_buffered, self._held())
         return PushResult.ACCEPTED
 
@@ -491,13 +480,9 @@ class JitterBuffer:
                     cut.append((other.end, b))
             pieces = cut
         for a, b in pieces:
-            piece = _Segment(
-                a,
-                segment.data[a - segment.start : b - segment.start],
-                segment.seq,
-                segment.marker and a == segment.start,
-            )
-            bisect.insort(self._segments, piece, key=_seg_start)
+            data = segment.data[a - segment.start : b - segment.start]
+            piece = _Segment(a, data, segment.seq, segment.marker and a == segment.start)
+            bisect.insort(self._segments, piece, key=lambda segment: segment.start)
         return bool(pieces)
 
     def _held(self) -> int:
@@ -580,7 +565,7 @@ class JitterBuffer:
         self._current_delay = delay
         excess = (delay - target) / self._frame_s
         if excess < -_GROW_BELOW and delay + self._frame_s <= self._max_delay:
-            self._frames_inserted += 1
+            self._count.frames_inserted += 1
             self._current_delay = delay + self._frame_s
             kind = FrameKind.CONCEALED if self._last_kind is FrameKind.AUDIO else self._last_kind
             return kind, self._silence, None
@@ -591,7 +576,7 @@ class JitterBuffer:
             self._over_since = now
         payload, covered = self._take(self._next)
         if shrink and self._may_drop(now, excess, delay, payload, covered):
-            self._frames_dropped += 1
+            self._count.frames_dropped += 1
             self._last_drop = now
             self._over_since = now
             self._next += self._frame
@@ -603,7 +588,7 @@ class JitterBuffer:
             self._played_end = self._next
             self._underrun = 0
             if covered < self._frame:
-                self._frames_partial += 1
+                self._count.frames_partial += 1
             return FrameKind.AUDIO, payload, position
         following = self._segments[0] if self._segments else None
         if following is None:
@@ -649,14 +634,14 @@ class JitterBuffer:
                 # Arrived in time but its moment passed while we were not asked to play (or the
                 # delay shrank): as good as late.
                 segments.pop(0)
-                self._packets_late += 1
+                self._count.packets_late += 1
                 continue
             if front.start < earliest:
                 # Skip whole frames so that the talk spurt keeps its own frame boundaries.
                 cut = -(-(earliest - front.start) // self._frame) * self._frame
                 if cut >= len(front.data):
                     segments.pop(0)
-                    self._packets_late += 1
+                    self._count.packets_late += 1
                     continue
                 front.data = front.data[cut:]
                 front.start += cut
@@ -674,5 +659,5 @@ class JitterBuffer:
         self._next += self._frame
         self._played_end = self._next
         if covered < self._frame:
-            self._frames_partial += 1
+            self._count.frames_partial += 1
         return FrameKind.AUDIO, payload, start
