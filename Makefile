@@ -38,9 +38,11 @@ typecheck: lint
 test: install lint
 	$(PY) -m pytest
 
+# Each benchmark writes its figures (and the command that produced them) under benchmarks/results/.
 bench: install
-	$(PY) -m pytest -m slow -p no:cacheprovider -o addopts="" benchmarks tests
 	$(PY) benchmarks/bench_sip_parser.py
+	$(PY) benchmarks/bench_media_core.py
+	$(PY) -m pytest -m slow -p no:cacheprovider -o addopts="" tests
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
