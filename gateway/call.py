@@ -504,8 +504,7 @@ class Call:
             self._on_invite_response(response)
             return
         if response.status_code < 200:
-            self.ua._client_owners[tx] = self  # keep listening for the final answer
-            return
+            return  # the UA keeps us as owner until the final response
         callback = self._pending.pop(tx, None)
         if callback is not None:
             callback(response)
@@ -575,7 +574,6 @@ class Call:
         code = response.status_code
         assert self._invite_out is not None
         if code < 200:
-            self.ua._client_owners[self._invite_out_tx] = self  # type: ignore[index]
             if code > 100 and self.state is CallState.CALLING:
                 self.state = CallState.RINGING
             return

@@ -63,8 +63,7 @@ class TrunkRegistration:
     # ClientOwner
     def on_response(self, tx: ClientTransactionId, response: Response) -> None:
         if response.status_code < 200:
-            self.ua._client_owners[tx] = self  # keep waiting for the final response
-            return
+            return  # the UA keeps us as owner until the final response
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(response)
 

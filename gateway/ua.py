@@ -208,6 +208,9 @@ class UserAgent:
     def _on_transport_error(self, reason: str, peer: Addr, transport: str) -> None:
         self.metrics.sip_messages_dropped.labels("transport_error").inc()
         self.log.warning("sip_transport_error", reason=reason, peer=f"{peer[0]}:{peer[1]}", transport=transport)
+        # §17.1.1.2 / §17.1.2.2: a transport failure ends the transactions to that peer like a timeout.
+        self.layer.transport_error(destination=peer, transport=transport, now=self.now())
+        self._pump()
 
     def _on_datagram(self, data: bytes, source: Addr, transport: str) -> None:
         if not data.strip(b"\r\n"):
