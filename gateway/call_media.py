@@ -1,4 +1,16 @@
-"""A call's media: its RTP endpoint and what it is connected to (the echo line or an assistant).
+"""A call's media: its RTP endpoint, the receive path and what it is connected to (the echo line or an
+assistant). RFC 3550 (RTP/RTCP), RFC 3551 §4.5.14 (G.711), RFC 4733 (telephone-event), RFC 6086 INFO.
+
+Receive path, per packet (from the endpoint, arrival time ``now``):
+``ReceiverStats`` (every packet of the stream: audio, telephone-event and comfort noise share the
+sequence space, RFC 4733 §2.1) → by payload type: the negotiated audio codec → ``JitterBuffer``;
+telephone-event → ``DtmfReceiver``; comfort noise (PT 13, RFC 3389) tolerated and ignored; anything
+else counted and ignored.
+
+Per 20 ms tick of the server's :class:`PlayoutScheduler` (prepare phase): jitter buffer pop → decode with
+the negotiated codec (PCMA stays PCMA) → G.711 Appendix I concealment for missing frames → for the echo
+line, encode with the same codec into the next outbound packet, which the send phase puts on the wire.
+The same tick services the RTCP session and DTMF timers, so a call costs no timer of its own.
 
 The echo line sends the caller's audio back so users can verify a trunk's audio both ways.
 """
@@ -6,34 +18,214 @@ The echo line sends the caller's audio back so users can verify a trunk's audio 
 from __future__ import annotations
 
 import asyncio
-import struct
+import random
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
+from gateway.codecs.plc import Concealer
+from gateway.codecs.registry import Codec, CodecRegistry
+from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
+from gateway.rtp.dtmf import DtmfReceiver
+from gateway.rtp.jitter import FrameKind, JitterBuffer, JitterStats, PushResult
+from gateway.rtp.mos import estimate_mos
+from gateway.rtp.packet import RtpPacket
+from gateway.rtp.rtcp import RtcpParseError
+from gateway.rtp.session import RtcpSession
+from gateway.rtp.stats import ReceiverStats, ReceiverStatsSnapshot
 from gateway.sdp import Direction, NegotiatedAudio
+from gateway.transport.playout import OutboundRtp, PlayoutScheduler
 from gateway.transport.rtp_endpoint import RtpEndpoint
 from gateway.util.dtmf_info import DtmfInfoError, parse_dtmf_info
 
+__all__ = ["CallMedia", "DtmfEvent", "MediaStats"]
+
+COMFORT_NOISE_PT = 13  # RFC 3551 §6 Table 4 / RFC 3389
+DTMF_QUEUE_LIMIT = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DtmfEvent:
+    """A digit the caller pressed; ``method`` is ``rfc4733`` or ``sip-info``."""
+
+    digit: str
+    method: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaStats:
+    """What one call's media looked like (the ``media_stats`` log line at call end)."""
+
+    codec: str | None
+    receiver: ReceiverStatsSnapshot | None
+    jitter_buffer: JitterStats | None
+    rtt: float | None  # seconds, from the peer's RTCP reports (RFC 3550 §6.4.1)
+    mos: float | None  # G.107 E-model estimate of the received audio
+    peer_fraction_lost: float | None  # the peer's view of our stream (its last report block)
+    peer_jitter: float | None  # seconds
+    packets_sent: int
+    rtcp_sent: int
+    rtcp_received: int
+    ignored: dict[str, int]
+    dropped: dict[str, int]
+    dtmf_digits: int
+
+    def log_fields(self) -> dict[str, Any]:
+        """Flat key-values for the log line."""
+        fields: dict[str, Any] = {
+            "codec": self.codec,
+            "rtt": self.rtt,
+            "mos": self.mos,
+            "peer_fraction_lost": self.peer_fraction_lost,
+            "peer_jitter": self.peer_jitter,
+            "packets_sent": self.packets_sent,
+            "rtcp_sent": self.rtcp_sent,
+            "rtcp_received": self.rtcp_received,
+            "ignored": self.ignored,
+            "dropped": self.dropped,
+            "dtmf_digits": self.dtmf_digits,
+        }
+        if self.receiver is not None:
+            fields.update({f"rx_{k}": v for k, v in asdict(self.receiver).items()})
+        if self.jitter_buffer is not None:
+            fields.update({f"jb_{k}": v for k, v in asdict(self.jitter_buffer).items()})
+        return fields
+
+
+class _Receive:
+    """Per-codec receive and send state; rebuilt when the codec changes."""
+
+    def __init__(self, codec: Codec, params: NegotiatedAudio, *, ssrc: int, interval: float,
+                 rng: random.Random) -> None:
+        self.codec = codec
+        self.payload_type = params.payload_type
+        silence = codec.encode(b"\x00\x00")[0]
+        self.silence_payload = bytes((silence,)) * codec.frame_bytes
+        self.jitter = JitterBuffer(codec.clock_rate, 20, silence_byte=silence)
+        self.concealer = Concealer(codec.clock_rate, 20)
+        self.outbound = OutboundRtp(
+            ssrc=ssrc, payload_type=params.payload_type, clock_rate=codec.clock_rate, interval=interval, rng=rng
+        )
+
 
 class CallMedia:
-    def __init__(self, host: str, port: int, *, echo: bool, metrics: Metrics) -> None:
-        self.endpoint = RtpEndpoint(host, port, self._on_packet)
+    """One call's media (see module doc).
+
+    Digits arrive as :class:`DtmfEvent` through ``on_dtmf`` (a callback the call may set) and the
+    bounded ``dtmf_events`` queue (oldest dropped when full); ``digits`` keeps the digit string.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        echo: bool,
+        metrics: Metrics,
+        playout: PlayoutScheduler | None = None,
+        log: Any = None,
+        rng: random.Random | None = None,
+        registry: CodecRegistry | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.echo = echo
         self.metrics = metrics
+        self.playout = playout
+        self._own_playout = False
+        self.log = log if log is not None else get_logger("media").bind(rtp_port=port)
+        self._rng = rng or random.Random()
+        self._registry = registry or CodecRegistry()
+        self._wall_clock = wall_clock
+        self.endpoint = RtpEndpoint(
+            host, port, on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, metrics=metrics, log=self.log
+        )
         self.params: NegotiatedAudio | None = None
+        self.ssrc = self._rng.randrange(1, 0x100000000)
+        self.cname = f"voicegw-{self.ssrc:08x}@{host}"
+        self.stats = ReceiverStats(8000)
+        self.rtcp: RtcpSession | None = None
+        self.dtmf: DtmfReceiver | None = None
+        self._rx: _Receive | None = None
+        self._pending: bytes | None = None  # packet prepared for the next send phase
+        self._pending_tick = -1
+        self._ignored: dict[str, int] = {}
         self.digits: list[str] = []
-        self._ssrc = 0x5E1F0000 | (port & 0xFFFF)
+        self.dtmf_events: deque[DtmfEvent] = deque(maxlen=DTMF_QUEUE_LIMIT)
+        self.on_dtmf: Callable[[DtmfEvent], None] | None = None
+        self._receiving_since: float | None = None
+        self._closed = False
+        self._last_now = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        loop = asyncio.get_running_loop()
         await self.endpoint.open()
+        self._last_now = loop.time()
+        if self.playout is None:
+            # Without a server scheduler (a call built on its own) the call gets a private grid.
+            self.playout = PlayoutScheduler(loop, metrics=self.metrics)
+            self._own_playout = True
+        self._receiving_since = loop.time()
 
     def close(self) -> None:
+        """End the media: final RTCP report and BYE, the ``media_stats`` log line, sockets closed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.playout is not None:
+            self.playout.remove(self)
+            if self._own_playout:
+                self.playout.close()
+        if self.rtcp is not None:
+            self.rtcp.close(self._last_now)
+            self._flush_rtcp()
+        stats = self.media_stats()
+        if stats.mos is not None:
+            self.metrics.call_mos.observe(stats.mos)
+        self.log.info("media_stats", **stats.log_fields())
         self.endpoint.close()
 
     def apply(self, params: NegotiatedAudio) -> None:
         """New negotiated parameters (answer, re-INVITE, UPDATE): remote address, codec, direction."""
+        was_receiving = self.receiving
         self.params = params
-        self.endpoint.set_remote((params.remote_host, params.remote_port))
+        rtcp_addr = (params.remote_host, params.remote_rtcp_port) if params.remote_rtcp_port else None
+        self.endpoint.set_remote((params.remote_host, params.remote_port), rtcp_addr)
+        codec = self._registry.get(params.codec, params.clock_rate)
+        if codec is None:
+            self.log.warning("media_codec_unsupported", codec=params.codec, clock_rate=params.clock_rate)
+            self._rx = None
+        elif self._rx is None or self._rx.codec is not codec or self._rx.payload_type != params.payload_type:
+            self._rx = _Receive(codec, params, ssrc=self.ssrc, interval=self._interval(), rng=self._rng)
+            if self.stats.ssrc is None:
+                self.stats = ReceiverStats(codec.clock_rate)
+        if params.dtmf_payload_type is not None:
+            if self.dtmf is None or self.dtmf.payload_type != params.dtmf_payload_type:
+                self.dtmf = DtmfReceiver(params.dtmf_payload_type)
+        else:
+            self.dtmf = None
+        if self.rtcp is None and params.remote_rtcp_port:
+            self.rtcp = RtcpSession(
+                ssrc=self.ssrc,
+                cname=self.cname,
+                clock_rate=params.clock_rate,
+                rng=self._rng,
+                now=self._last_now,
+                wall_clock=self._wall_clock(),
+                receiver_stats=self.stats,
+            )
+        if self.receiving and not was_receiving:
+            self._receiving_since = self._last_now
+        if self.playout is not None:
+            self.playout.add(self)
+
+    def _interval(self) -> float:
+        return self.playout.interval if self.playout is not None else 0.02
 
     @property
     def receiving(self) -> bool:
@@ -43,35 +235,174 @@ class CallMedia:
     def sending(self) -> bool:
         return self.params is not None and self.params.direction in (Direction.SENDRECV, Direction.SENDONLY)
 
-    def _on_packet(self, data: bytes, now: float) -> None:
-        self.metrics.rtp_packets.labels("in").inc()
-        if self.echo and self.sending:
-            # Re-stamp the SSRC: the echo is our stream, not theirs (RFC 3550 §8: SSRCs are per source).
-            out = data[:8] + struct.pack("!I", self._ssrc) + data[12:]
-            if self.endpoint.send(out):
-                self.metrics.rtp_packets.labels("out").inc()
+    # -- receive path ------------------------------------------------------------------------------
+
+    def on_rtp(self, packet: RtpPacket, now: float) -> None:
+        """One RTP packet from the latched peer."""
+        self._last_now = now
+        rx = self._rx
+        if not self.receiving or rx is None:
+            self._ignore("not_receiving")
+            return
+        self.stats.update(packet, now)
+        pt = packet.payload_type
+        if pt == rx.payload_type:
+            if rx.jitter.push(packet, now) is PushResult.LATE:
+                self.stats.record_late()
+        elif self.dtmf is not None and pt == self.dtmf.payload_type:
+            self.dtmf.receive_packet(packet, now)
+            self._take_dtmf()
+        elif pt == COMFORT_NOISE_PT:
+            self._ignore("comfort_noise")
+        else:
+            self._ignore("unknown_payload_type")
+
+    def _ignore(self, reason: str) -> None:
+        self._ignored[reason] = self._ignored.get(reason, 0) + 1
+        self.metrics.rtp_packets_ignored.labels(reason).inc()
+
+    def on_rtcp(self, data: bytes, now: float) -> None:
+        if self.rtcp is None:
+            return
+        try:
+            self.rtcp.on_rtcp(data, now)
+        except RtcpParseError as exc:
+            self.endpoint.count_rtcp_error(exc.reason)
+
+    # -- DTMF ----------------------------------------------------------------------------------------
+
+    def _take_dtmf(self) -> None:
+        if self.dtmf is None:
+            return
+        for digit in self.dtmf.pop_events():
+            self._digit(DtmfEvent(digit=digit.digit, method="rfc4733", duration_ms=digit.duration_ms))
 
     def on_info(self, content_type: str | None, body: bytes) -> None:
         """SIP INFO application/dtmf-relay or application/dtmf (other packages are accepted and ignored)."""
         if content_type not in ("application/dtmf-relay", "application/dtmf"):
             return
         try:
-            digit, _duration = parse_dtmf_info(content_type, body)
-        except DtmfInfoError:
+            digit, duration = parse_dtmf_info(content_type, body)
+        except DtmfInfoError as exc:
+            self.log.info("dtmf_info_invalid", reason=exc.reason)
             return
-        self.digits.append(digit)
-        self.metrics.dtmf_digits.labels("sip-info").inc()
+        self._digit(DtmfEvent(digit=digit, method="sip-info", duration_ms=duration))
+
+    def _digit(self, event: DtmfEvent) -> None:
+        self.digits.append(event.digit)
+        self.dtmf_events.append(event)
+        self.metrics.dtmf_digits.labels(event.method).inc()
+        self.log.info("dtmf_digit", digit=event.digit, method=event.method, duration_ms=event.duration_ms)
+        if self.on_dtmf is not None:
+            self.on_dtmf(event)
+
+    # -- playout (PlayoutStream) ------------------------------------------------------------------
+
+    def prepare(self, tick: int, now: float) -> None:
+        self._last_now = now
+        if self.dtmf is not None:
+            timer = self.dtmf.get_timer()
+            if timer is not None and now >= timer:
+                self.dtmf.handle_timer(now)
+                self._take_dtmf()
+        rtcp = self.rtcp
+        if rtcp is not None:
+            timer = rtcp.get_timer()
+            if timer is not None and now >= timer:
+                rtcp.handle_timer(now)
+                self._flush_rtcp()
+        rx = self._rx
+        if rx is None:
+            return
+        frame = rx.jitter.pop(now)
+        kind = frame.kind
+        if kind is FrameKind.AUDIO:
+            pcm: bytes | None = rx.concealer.good_frame(rx.codec.decode(frame.payload))
+        elif kind is FrameKind.CONCEALED:
+            pcm = rx.concealer.conceal()
+        else:
+            if rx.concealer.concealing:
+                rx.concealer.conceal()  # fades out and keeps the fade-in for the next talk spurt
+            pcm = None
+        if not (self.echo and self.sending):
+            return
+        if pcm is None:
+            rx.outbound.silence(tick)
+            return
+        packet = rx.outbound.packet(tick, rx.codec.encode(pcm))
+        self._pending = packet.serialize()
+        self._pending_tick = tick
+        if rtcp is not None:
+            rtcp.on_rtp_sent(packet, now)
+
+    def send(self, tick: int) -> None:
+        data = self._pending
+        if data is None or self._pending_tick != tick:
+            return
+        self._pending = None
+        if self.endpoint.send(data):
+            self.metrics.rtp_packets.labels("out").inc()
+
+    def _flush_rtcp(self) -> None:
+        if self.rtcp is None:
+            return
+        for data in self.rtcp.datagrams_to_send():
+            self.endpoint.send_rtcp(data)
+
+    # -- media timeout ------------------------------------------------------------------------------
 
     async def watch_timeout(self, seconds: float, on_timeout: Callable[[], None]) -> None:
         """No RTP for ``seconds`` while we expect to receive → ``on_timeout`` (suspended while on hold)."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
         while True:
-            await asyncio.sleep(min(1.0, seconds / 4))
+            now = loop.time()
             if not self.receiving:
-                started = loop.time()
+                self._receiving_since = None
+                await asyncio.sleep(min(1.0, seconds))
                 continue
-            last = self.endpoint.last_received or started
-            if loop.time() - max(last, started) > seconds:
+            if self._receiving_since is None:
+                self._receiving_since = now
+            last = max(self.endpoint.last_received or 0.0, self._receiving_since)
+            remaining = last + seconds - now
+            if remaining <= 0:
+                self.metrics.media_timeouts.inc()
                 on_timeout()
                 return
+            await asyncio.sleep(remaining)
+
+    # -- statistics ------------------------------------------------------------------------------------
+
+    def media_stats(self) -> MediaStats:
+        rx = self._rx
+        receiver = self.stats.snapshot() if self.stats.ssrc is not None else None
+        jitter = rx.jitter.stats() if rx is not None else None
+        rtcp = self.rtcp
+        rtt = rtcp.rtt if rtcp is not None else None
+        mos = None
+        if receiver is not None and receiver.valid:
+            mos = round(
+                estimate_mos(
+                    loss_fraction=receiver.loss_ratio,
+                    rtt_seconds=rtt,
+                    jitter_buffer_delay_seconds=jitter.current_delay if jitter is not None else 0.0,
+                ),
+                2,
+            )
+        peer = rtcp.peer_report if rtcp is not None else None
+        clock = rx.codec.clock_rate if rx is not None else 8000
+        return MediaStats(
+            codec=rx.codec.name if rx is not None else None,
+            receiver=receiver,
+            jitter_buffer=jitter,
+            rtt=rtt,
+            mos=mos,
+            peer_fraction_lost=peer.fraction_lost_ratio if peer is not None else None,
+            peer_jitter=peer.jitter / clock if peer is not None else None,
+            packets_sent=rx.outbound.packets_sent if rx is not None else 0,
+            rtcp_sent=rtcp.reports_sent if rtcp is not None else 0,
+            rtcp_received=self.endpoint.counters["rtcp_received"],
+            ignored=dict(self._ignored),
+            dropped={k: v for k, v in self.endpoint.counters.items()
+                     if k not in ("received", "sent", "rtcp_received", "rtcp_sent") and not k.startswith("latched")},
+            dtmf_digits=len(self.digits),
+        )

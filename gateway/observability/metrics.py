@@ -57,6 +57,36 @@ class Metrics:
             "voicegw_rtp_packets_dropped", "RTP/RTCP packets dropped, by reason", ["reason"], registry=r
         )
         self.dtmf_digits = Counter("voicegw_dtmf_digits", "DTMF digits received", ["method"], registry=r)
+        # -- media (RTP/RTCP endpoint, playout) -------------------------------------------------
+        self.rtp_packets_ignored = Counter(
+            "voicegw_rtp_packets_ignored",
+            "Valid RTP packets not played, by reason (comfort_noise, unknown_payload_type, not_receiving)",
+            ["reason"],
+            registry=r,
+        )
+        self.rtcp_packets = Counter("voicegw_rtcp_packets", "RTCP compound packets", ["direction"], registry=r)
+        self.rtp_latched = Counter(
+            "voicegw_rtp_latched", "Symmetric-RTP latches, by how (signalled or learnt source)", ["how"], registry=r
+        )
+        self.media_timeouts = Counter("voicegw_rtp_media_timeouts", "Calls ended for lack of RTP", registry=r)
+        self.playout_lateness_seconds = Histogram(
+            "voicegw_playout_lateness_seconds",
+            "Playout tick: actual run time minus its deadline on the 20 ms grid",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+            registry=r,
+        )
+        self.playout_ticks_skipped = Counter(
+            "voicegw_playout_ticks_skipped", "Grid ticks skipped because the loop was more than a tick late",
+            registry=r,
+        )
+        self.playout_streams = Gauge("voicegw_playout_streams", "Streams served by the playout scheduler",
+                                     registry=r)
+        self.call_mos = Histogram(
+            "voicegw_call_mos",
+            "Estimated listening MOS (G.107 E-model) of the received audio, at call end",
+            buckets=(1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5),
+            registry=r,
+        )
         self.event_loop_lag_seconds = Histogram(
             "voicegw_event_loop_lag_seconds",
             "Lateness of a periodic event-loop probe",

@@ -1,9 +1,26 @@
-"""One UDP socket per call for RTP (RFC 3550), taken from a bounded port pool.
+"""One call's RTP and RTCP sockets (RFC 3550 §5, §6, §11), taken from a bounded port pool.
 
-Symmetric RTP (RFC 4961): we send to where the peer's media comes from. The endpoint latches on the first
-valid packet (from the signalled address, or from anywhere when the peer is behind NAT and signalled a private
-address); afterwards packets from any other source are dropped and counted (strict source, like Asterisk's
-strictrtp), so RTP injection from a third party gets nowhere.
+RTP on an even port, RTCP on the next one (RFC 3550 §11 "RTCP ... the next higher (odd) port"); RTCP
+arriving on the RTP port is accepted too (RFC 5761 §4 demultiplexing), so an rtcp-mux peer works, and
+RTCP is sent on the RTP socket when the peer signalled the same port for both.
+
+Symmetric RTP (RFC 4961): we send to where the peer's media comes from. Latching rule:
+
+- a valid RTP packet from the signalled address (c=/m=) latches at once;
+- otherwise (the peer is behind NAT and signalled an address we cannot see, or its NAT rewrote the
+  port) the endpoint *learns*: it latches on a source once ``learn_packets`` valid packets in sequence
+  (same SSRC, consecutive sequence numbers) came from it, and then delivers them all. A single spoofed
+  packet therefore never steers our media;
+- once latched, packets from any other source are dropped and counted (``wrong_source``), like
+  Asterisk's ``strictrtp``: a third party gets nothing injected into the call. A new offer with a new
+  address (re-INVITE) unlatches.
+
+RTCP is accepted from the latched host (any port: NATs map RTCP separately) and sent to the source of
+the peer's RTCP once seen, else to the signalled RTCP address.
+
+Every datagram that is not valid RTP/RTCP is dropped and counted by reason (the ``RtpParseError`` /
+``RtcpParseError`` reason, metric ``voicegw_rtp_packets_dropped``); nothing raised by parsing reaches
+the call.
 """
 
 from __future__ import annotations
@@ -14,7 +31,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from gateway.observability.logging import get_logger
+from gateway.observability.metrics import Metrics
+from gateway.rtp.packet import RtpPacket, RtpParseError, is_rtcp, seq_distance
+
 Addr = tuple[str, int]
+LEARN_PACKETS = 2  # like RFC 3550 A.1 MIN_SEQUENTIAL: two packets in sequence make a source
 
 
 class PortPoolExhausted(Exception):
@@ -48,71 +70,218 @@ class PortPool:
         return len(self._used)
 
 
-class _RtpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: RtpEndpoint) -> None:
-        self._endpoint = endpoint
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Addr], None], on_error: Callable[[], None]) -> None:
+        self._on_datagram = on_datagram
+        self._on_error = on_error
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._endpoint._receive(data, (addr[0], addr[1]))
+        self._on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
-        self._endpoint.counters["icmp_error"] += 1
+        self._on_error()
 
 
 class RtpEndpoint:
-    """A bound RTP socket with symmetric-RTP latching. ``on_packet(data, now)`` gets every accepted datagram."""
+    """A call's RTP/RTCP sockets with symmetric-RTP latching (see module doc).
 
-    def __init__(self, host: str, port: int, on_packet: Callable[[bytes, float], None]) -> None:
+    ``on_rtp(packet, now)`` gets every accepted RTP packet; ``on_rtcp(data, now)`` every accepted RTCP
+    datagram (still to be parsed). ``clock`` gives ``now`` (the loop's monotonic time by default).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        on_rtp: Callable[[RtpPacket, float], None],
+        on_rtcp: Callable[[bytes, float], None],
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] | None = None,
+        learn_packets: int = LEARN_PACKETS,
+        log: Any = None,
+    ) -> None:
         self.host = host
         self.port = port
-        self._on_packet = on_packet
-        self._transport: asyncio.DatagramTransport | None = None
+        self._on_rtp = on_rtp
+        self._on_rtcp = on_rtcp
+        self._metrics = metrics
+        self._clock = clock
+        self._learn_packets = max(1, learn_packets)
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
         self.signalled: Addr | None = None
+        self.signalled_rtcp: Addr | None = None
         self.latched: Addr | None = None
+        self.rtcp_source: Addr | None = None
+        self._learning: tuple[Addr, list[RtpPacket], list[float]] | None = None
         self.counters: Counter[str] = Counter()
         self.last_received: float | None = None
+        self._log = log if log is not None else get_logger("rtp")
+
+    # -- sockets ---------------------------------------------------------------------------------
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _RtpProtocol(self), local_addr=(self.host, self.port)
+        if self._clock is None:
+            self._clock = loop.time
+        self._rtp, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._datagram, self._icmp_error), local_addr=(self.host, self.port)
         )
-        self._transport = transport
+        try:
+            self._rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self._rtcp_datagram, self._icmp_error), local_addr=(self.host, self.port + 1)
+            )
+        except OSError as exc:
+            # RTP still works; RTCP then only flows muxed on the RTP port.
+            self._log.warning("rtcp_bind_failed", port=self.port + 1, error=str(exc))
 
-    def set_remote(self, addr: Addr) -> None:
-        """The address from the SDP (c=/m=). A new offer with a new address unlatches."""
+    def attach(self, rtp: asyncio.DatagramTransport, rtcp: asyncio.DatagramTransport | None = None) -> None:
+        """Use already-open transports (tests hand in fakes)."""
+        self._rtp, self._rtcp = rtp, rtcp
+
+    def close(self) -> None:
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        self._rtp = self._rtcp = None
+
+    def _icmp_error(self) -> None:
+        self.counters["icmp_error"] += 1
+
+    # -- signalling ------------------------------------------------------------------------------
+
+    def set_remote(self, addr: Addr, rtcp_addr: Addr | None = None) -> None:
+        """The addresses from the SDP (c=/m=, a=rtcp or port+1). A new address unlatches."""
         if addr != self.signalled:
             self.signalled = addr
             self.latched = None
-
-    def _receive(self, data: bytes, source: Addr) -> None:
-        if self.latched is None:
-            # Latch on the first packet that looks like RTP v2 (RFC 3550 §5.1: version 2).
-            if len(data) < 12 or data[0] >> 6 != 2:
-                self.counters["not_rtp"] += 1
-                return
-            self.latched = source
-        elif source != self.latched:
-            self.counters["wrong_source"] += 1
-            return
-        now = asyncio.get_running_loop().time()
-        self.last_received = now
-        self.counters["received"] += 1
-        self._on_packet(data, now)
+            self.rtcp_source = None
+            self._learning = None
+        self.signalled_rtcp = rtcp_addr
 
     @property
     def remote(self) -> Addr | None:
         return self.latched or self.signalled
 
+    @property
+    def rtcp_remote(self) -> Addr | None:
+        return self.rtcp_source or self.signalled_rtcp
+
+    @property
+    def rtcp_mux(self) -> bool:
+        return self.signalled_rtcp is not None and self.signalled is not None and self.signalled_rtcp == self.signalled
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._clock is not None
+        return self._clock()
+
+    def _drop(self, reason: str) -> None:
+        self.counters[reason] += 1
+        if self._metrics is not None:
+            self._metrics.rtp_packets_dropped.labels(reason).inc()
+
+    def _datagram(self, data: bytes, source: Addr) -> None:
+        self.receive_datagram(data, source, self._now())
+
+    def _rtcp_datagram(self, data: bytes, source: Addr) -> None:
+        self.receive_rtcp_datagram(data, source, self._now())
+
+    def receive_datagram(self, data: bytes, source: Addr, now: float) -> None:
+        """A datagram on the RTP port: RTP, or RTCP from an rtcp-mux peer (RFC 5761 §4)."""
+        if is_rtcp(data):
+            self.receive_rtcp_datagram(data, source, now)
+            return
+        latched = self.latched
+        if latched is not None and source != latched:
+            self._drop("wrong_source")
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError as exc:
+            self._drop(exc.reason)
+            return
+        if latched is None and not self._latch(packet, source, now):
+            return
+        self._deliver(packet, now)
+
+    def _latch(self, packet: RtpPacket, source: Addr, now: float) -> bool:
+        """Decide on an unlatched source; True when ``packet`` is to be delivered now."""
+        if source == self.signalled or self._learn_packets == 1:
+            self._set_latched(source, "signalled" if source == self.signalled else "learnt")
+            return True
+        learning = self._learning
+        if (
+            learning is not None
+            and learning[0] == source
+            and learning[1][-1].ssrc == packet.ssrc
+            and seq_distance(packet.sequence_number, learning[1][-1].sequence_number) == 1
+        ):
+            learning[1].append(packet)
+            learning[2].append(now)
+        else:
+            if learning is not None:
+                self.counters["learning_discarded"] += len(learning[1])
+            self._learning = learning = (source, [packet], [now])
+        if len(learning[1]) < self._learn_packets:
+            return False
+        self._learning = None
+        self._set_latched(source, "learnt")
+        for held, arrival in zip(learning[1][:-1], learning[2][:-1], strict=True):
+            self._deliver(held, arrival)
+        return True
+
+    def _set_latched(self, source: Addr, how: str) -> None:
+        self.latched = source
+        self.counters[f"latched_{how}"] += 1
+        if self._metrics is not None:
+            self._metrics.rtp_latched.labels(how).inc()
+        self._log.info("rtp_latched", source=f"{source[0]}:{source[1]}", how=how)
+
+    def _deliver(self, packet: RtpPacket, now: float) -> None:
+        self.last_received = now
+        self.counters["received"] += 1
+        if self._metrics is not None:
+            self._metrics.rtp_packets.labels("in").inc()
+        self._on_rtp(packet, now)
+
+    def receive_rtcp_datagram(self, data: bytes, source: Addr, now: float) -> None:
+        """A datagram on the RTCP port (or demultiplexed from the RTP port)."""
+        allowed = self.latched[0] if self.latched is not None else (self.signalled[0] if self.signalled else None)
+        if source[0] != allowed:
+            self._drop("rtcp_wrong_source")
+            return
+        self.rtcp_source = source
+        self.counters["rtcp_received"] += 1
+        if self._metrics is not None:
+            self._metrics.rtcp_packets.labels("in").inc()
+        self._on_rtcp(data, now)
+
+    def count_rtcp_error(self, reason: str) -> None:
+        """The RTCP datagram handed to ``on_rtcp`` did not parse."""
+        self._drop(f"rtcp_{reason}")
+
+    # -- sending ---------------------------------------------------------------------------------
+
     def send(self, data: bytes) -> bool:
         remote = self.remote
-        if self._transport is None or remote is None or remote[1] == 0:
+        if self._rtp is None or remote is None or remote[1] == 0:
             return False
-        self._transport.sendto(data, remote)
+        self._rtp.sendto(data, remote)
         self.counters["sent"] += 1
         return True
 
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+    def send_rtcp(self, data: bytes) -> bool:
+        remote = self.rtcp_remote
+        if remote is None or remote[1] == 0:
+            return False
+        transport = self._rtp if self.rtcp_mux or self._rtcp is None else self._rtcp
+        if transport is None:
+            return False
+        transport.sendto(data, remote)
+        self.counters["rtcp_sent"] += 1
+        if self._metrics is not None:
+            self._metrics.rtcp_packets.labels("out").inc()
+        return True

@@ -1,0 +1,287 @@
+"""One playout clock for every call: a monotonic 20 ms grid (RFC 3551 §4.2 "default packetization
+interval of 20 ms"; RFC 3550 §5.1 timestamp and sequence-number rules for what it sends).
+
+The scheduler owns two loop timers in all, whatever the number of calls, both on absolute deadlines
+``origin + k * interval`` (``loop.call_at``; never ``sleep(0.02)``, which drifts by its own lateness):
+
+- *prepare* at ``deadline - lead``: every stream pops its jitter buffer, decodes, conceals, encodes and
+  builds its packet (the CPU-heavy part, whose duration grows with the number of calls);
+- *send* at ``deadline``: every stream sends what it prepared, a ``sendto`` each, so the packets of all
+  calls leave within a few microseconds of each other and of the grid, not spread over the work.
+
+A tick whose timer fires more than ``max_catch_up`` intervals late is skipped (counted): the streams'
+timestamps follow the grid index, so a skipped tick is a gap in the timestamps, never a drift.
+
+:class:`OutboundRtp` numbers what one stream sends: sequence numbers continuous (+1 per packet sent),
+timestamps on the grid (continuous across silence: a pause advances the timestamp by its duration),
+and the marker bit on the first packet of each talk spurt (RFC 3551 §4.1 "the first packet of a
+talkspurt ... marker bit set").
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.observability.logging import get_logger
+from gateway.observability.metrics import Metrics
+from gateway.rtp.packet import RtpPacket
+
+__all__ = [
+    "LoopClock",
+    "OutboundRtp",
+    "PlayoutScheduler",
+    "PlayoutStream",
+    "SendTiming",
+]
+
+
+class LoopClock(Protocol):
+    """The part of ``asyncio.AbstractEventLoop`` the scheduler uses (a fake clock in tests)."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Any: ...
+
+
+class PlayoutStream(Protocol):
+    """A stream served by the scheduler (one per call)."""
+
+    def prepare(self, tick: int, now: float) -> None:
+        """Build what goes out at tick ``tick``; ``now`` is the prepare moment on the grid."""
+
+    def send(self, tick: int) -> None:
+        """Send what :meth:`prepare` built for ``tick`` (nothing if it built nothing)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendTiming:
+    """How late the send phase ran relative to the grid, over the recent ticks (seconds)."""
+
+    ticks: int
+    p50: float
+    p99: float
+    max: float
+    skipped: int
+
+
+class PlayoutScheduler:
+    """The server's single 20 ms playout grid (see module doc)."""
+
+    def __init__(
+        self,
+        loop: LoopClock,
+        *,
+        interval: float = 0.02,
+        lead: float = 0.005,
+        max_catch_up: int = 3,
+        metrics: Metrics | None = None,
+        timing_window: int = 3000,
+        report_every: int = 500,
+    ) -> None:
+        if interval <= 0 or not 0 <= lead < interval:
+            raise ValueError("need interval > 0 and 0 <= lead < interval")
+        self._loop = loop
+        self.interval = interval
+        self.lead = lead
+        self._max_catch_up = max_catch_up
+        self._metrics = metrics
+        self._streams: list[PlayoutStream] = []
+        self._origin = 0.0
+        self._tick = 0  # next tick to prepare
+        self._prepared: int | None = None  # tick prepared, waiting for its send
+        self._handle: Any = None
+        self._running = False
+        self.skipped = 0
+        # per tick: lateness of the send phase's last sendto (an upper bound for every packet of the tick)
+        self._lateness: deque[float] = deque(maxlen=timing_window)
+        self._report_every = report_every
+        self._since_report = 0
+        self._log = get_logger("playout")
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def add(self, stream: PlayoutStream) -> None:
+        if stream not in self._streams:
+            self._streams.append(stream)
+            self._gauge()
+        if not self._running:
+            self._start()
+
+    def remove(self, stream: PlayoutStream) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+            self._gauge()
+
+    @property
+    def streams(self) -> int:
+        return len(self._streams)
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.playout_streams.set(len(self._streams))
+
+    # -- the grid --------------------------------------------------------------------------------
+
+    def tick_time(self, tick: int) -> float:
+        """The send deadline of ``tick`` (absolute, on the loop's monotonic clock)."""
+        return self._origin + tick * self.interval
+
+    def _start(self) -> None:
+        self._running = True
+        # The first deadline is one interval out, so there is time to prepare it.
+        self._origin = self._loop.time() + self.interval
+        self._tick = 0
+        self._schedule_prepare()
+
+    def close(self) -> None:
+        self._running = False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule_prepare(self) -> None:
+        self._handle = self._loop.call_at(self.tick_time(self._tick) - self.lead, self._on_prepare)
+
+    def _on_prepare(self) -> None:
+        if not self._running:
+            return
+        now = self._loop.time()
+        # How many whole intervals late are we? Beyond max_catch_up, jump to the current grid point.
+        behind = int((now - (self.tick_time(self._tick) - self.lead)) / self.interval)
+        if behind > self._max_catch_up:
+            self.skipped += behind
+            if self._metrics is not None:
+                self._metrics.playout_ticks_skipped.inc(behind)
+            self._tick += behind
+        tick = self._tick
+        prepare_at = self.tick_time(tick) - self.lead
+        for stream in list(self._streams):
+            stream.prepare(tick, prepare_at)
+        self._prepared = tick
+        self._handle = self._loop.call_at(self.tick_time(tick), self._on_send)
+
+    def _on_send(self) -> None:
+        if not self._running:
+            return
+        tick = self._prepared
+        assert tick is not None
+        self._prepared = None
+        for stream in list(self._streams):
+            stream.send(tick)
+        lateness = self._loop.time() - self.tick_time(tick)
+        self._lateness.append(lateness)
+        if self._metrics is not None:
+            self._metrics.playout_lateness_seconds.observe(max(0.0, lateness))
+        self._tick = tick + 1
+        self._since_report += 1
+        if self._report_every and self._since_report >= self._report_every:
+            self._report()
+        if not self._streams:
+            # Idle: stop the clock; the next stream restarts it on a fresh grid.
+            self._running = False
+            self._handle = None
+            return
+        self._schedule_prepare()
+
+    # -- measurement -----------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        """Log the send-time lateness of the last ``report_every`` ticks (``playout_timing``)."""
+        window = list(self._lateness)[-self._since_report :]
+        self._since_report = 0
+        values = sorted(window)
+        if values:
+            self._log.info(
+                "playout_timing",
+                streams=len(self._streams),
+                ticks=len(values),
+                p50_ms=round(1000 * _quantile(values, 0.5), 3),
+                p99_ms=round(1000 * _quantile(values, 0.99), 3),
+                max_ms=round(1000 * values[-1], 3),
+                skipped=self.skipped,
+            )
+
+    def send_timing(self, *, reset: bool = False) -> SendTiming:
+        """Percentiles of the send phase's lateness over the recent ticks (``reset`` starts afresh)."""
+        values = sorted(self._lateness)
+        if reset:
+            self._lateness.clear()
+        if not values:
+            return SendTiming(ticks=0, p50=0.0, p99=0.0, max=0.0, skipped=self.skipped)
+        return SendTiming(
+            ticks=len(values),
+            p50=_quantile(values, 0.5),
+            p99=_quantile(values, 0.99),
+            max=values[-1],
+            skipped=self.skipped,
+        )
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, int(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+class OutboundRtp:
+    """Sequence numbers, timestamps and marker bits of one outbound RTP stream on the playout grid.
+
+    RFC 3550 §5.1: "The initial value of the sequence number SHOULD be random" and likewise the
+    timestamp; both come from the injected ``rng``. The timestamp of a packet is its grid tick times
+    the samples per tick, so it stays continuous across silence and skipped ticks.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssrc: int,
+        payload_type: int,
+        clock_rate: int,
+        interval: float,
+        rng: random.Random,
+    ) -> None:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.samples_per_tick = round(clock_rate * interval)
+        self._seq = rng.randrange(0x10000)
+        self._ts_base = rng.randrange(0x100000000)
+        self._tick0: int | None = None
+        self._talking = False
+        self.packets_sent = 0
+        self.talk_spurts = 0
+
+    def timestamp(self, tick: int) -> int:
+        if self._tick0 is None:
+            self._tick0 = tick
+        return (self._ts_base + (tick - self._tick0) * self.samples_per_tick) & 0xFFFFFFFF
+
+    def packet(self, tick: int, payload: bytes) -> RtpPacket:
+        """The packet carrying ``payload`` for ``tick`` (the first one after silence has the marker)."""
+        marker = not self._talking
+        if marker:
+            self.talk_spurts += 1
+        self._talking = True
+        packet = RtpPacket(
+            payload_type=self.payload_type,
+            sequence_number=self._seq,
+            timestamp=self.timestamp(tick),
+            ssrc=self.ssrc,
+            payload=payload,
+            marker=marker,
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.packets_sent += 1
+        return packet
+
+    def silence(self, tick: int) -> None:
+        """Nothing is sent at ``tick``: the next packet starts a talk spurt."""
+        self.timestamp(tick)
+        self._talking = False
+
+    @property
+    def next_sequence_number(self) -> int:
+        return self._seq
+
