@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.observability.metrics import Metrics
 from gateway.registration import Registrations
+from gateway.transport.playout import PlayoutScheduler
 from gateway.ua import UserAgent
 
 DRAIN_GRACE_SECONDS = 30.0
@@ -46,7 +47,8 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
     metrics = Metrics()
     async with asyncio.TaskGroup() as tasks:
         ua = UserAgent(config, metrics, tasks)
-        calls = CallManager(config, ua, metrics, tasks)
+        playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics)
+        calls = CallManager(config, ua, metrics, tasks, playout=playout)
         registrations = Registrations(config, ua, metrics, tasks)
         gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations)
         try:
@@ -68,6 +70,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         await gateway.stop_event.wait()
         log.info("gateway_draining", calls=len(calls.calls), grace=gateway.drain_grace)
         await calls.drain(gateway.drain_grace)
+        playout.close()
         await registrations.stop()
         await ua.close()
         log.info("gateway_stopped")

@@ -101,7 +101,9 @@ class Call:
         self._setup_started = self.ua.now()
         self.log = get_logger("call").bind(call_id=self.id, sip_call_id=sip_call_id, direction=direction)
         host = manager.rtp_host
-        self.media = CallMedia(host, rtp_port, echo=target.kind == "echo", metrics=manager.metrics)
+        self.media = CallMedia(
+            host, rtp_port, echo=target.kind == "echo", metrics=manager.metrics, playout=manager.playout, log=self.log
+        )
         self.rtp_port = rtp_port
         self.local_sdp = LocalSession(session_id=int(time.time()), address=manager.sdp_address)
         self.negotiated: NegotiatedAudio | None = None

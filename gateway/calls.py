@@ -22,6 +22,7 @@ from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.message import Request, make_response
 from gateway.sip.transaction import ServerTransactionId
 from gateway.sip.uri import SipUri, Uri
+from gateway.transport.playout import PlayoutScheduler
 from gateway.transport.rtp_endpoint import PortPool, PortPoolExhausted
 from gateway.transport.sip_transport import Addr
 from gateway.ua import UserAgent
@@ -34,8 +35,17 @@ class CallError(Exception):
 
 
 class CallManager:
-    def __init__(self, config: GatewayConfig, ua: UserAgent, metrics: Metrics, tasks: asyncio.TaskGroup) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        ua: UserAgent,
+        metrics: Metrics,
+        tasks: asyncio.TaskGroup,
+        *,
+        playout: PlayoutScheduler | None = None,
+    ) -> None:
         self.config = config
+        self.playout = playout  # the server's one 20 ms playout clock, shared by every call
         self.ua = ua
         self.metrics = metrics
         self._tasks = tasks
