@@ -172,7 +172,10 @@ def run_sipp(
 ) -> SippResult:
     """Run SIPp to completion (bounded by -timeout and our own timeout); parse its final statistics."""
     stat_file = cwd / f"sipp_stats_{time.monotonic_ns()}.csv"
-    cmd = [sipp_binary(), *args, "-nostdin", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
+    # SIPp's default local port is 5060: give every run its own so tests never collide with each other or with
+    # a gateway someone runs on this machine.
+    local = [] if "-p" in args else ["-p", str(free_port())]
+    cmd = [sipp_binary(), *args, *local, "-nostdin", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
            "-timeout", f"{int(timeout)}s", "-timeout_error"]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=timeout + 30, check=False)
     stats: dict[str, str] = {}
@@ -182,3 +185,37 @@ def run_sipp(
             stats = dict(zip(rows[0], rows[-1], strict=False))
     return SippResult(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"),
                       stats)
+
+
+def run_scenario(
+    scenario: str,
+    *,
+    cwd: Path,
+    target: tuple[str, int] | None = None,
+    service: str = "service",
+    calls: int = 1,
+    timeout: float = 30.0,
+    extra: list[str] | None = None,
+) -> SippResult:
+    """Run ``tests/sipp/<scenario>`` once (``calls`` times) from a free local port.
+
+    ``target`` is the gateway for a UAC scenario; a UAS scenario (target None) listens on ``-p`` and the
+    caller learns that port from ``extra`` (pass ``["-p", str(port)]``). ``[rtp_port]`` in the scenario's
+    SDP is a free port nobody listens on: these runs check signalling, not audio.
+    """
+    args = ["-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-m", str(calls),
+            "-key", "rtp_port", str(free_port(also_tcp=False)), "-trace_msg", "-trace_err"]
+    if extra is None or "-p" not in extra:
+        args += ["-p", str(free_port())]
+    if target is not None:
+        args += [f"{target[0]}:{target[1]}", "-s", service]
+    return run_sipp([*args, *(extra or [])], cwd=cwd, timeout=timeout)
+
+
+def sipp_failure(result: SippResult, cwd: Path | None = None) -> str:
+    """What to show when a SIPp run did not exit 0: its errors and the last messages it traced."""
+    traced = ""
+    if cwd is not None:
+        for log in sorted(cwd.glob("*_messages.log")) + sorted(cwd.glob("*_errors.log")):
+            traced += f"\n--- {log.name}\n{log.read_text(errors='replace')[-4000:]}"
+    return f"exit {result.returncode}\n{result.stderr[-2000:]}{traced}"
