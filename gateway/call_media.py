@@ -131,6 +131,7 @@ class CallMedia:
         rng: random.Random | None = None,
         registry: CodecRegistry | None = None,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.echo = echo
         self.metrics = metrics
@@ -140,6 +141,7 @@ class CallMedia:
         self._rng = rng or random.Random()
         self._registry = registry or CodecRegistry()
         self._wall_clock = wall_clock
+        self._clock = clock  # monotonic; the loop's clock once opened
         self.endpoint = RtpEndpoint(
             host, port, on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, metrics=metrics, log=self.log
         )
@@ -164,6 +166,8 @@ class CallMedia:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._clock is None:
+            self._clock = loop.time
         await self.endpoint.open()
         self._last_now = loop.time()
         if self.playout is None:
@@ -193,6 +197,8 @@ class CallMedia:
     def apply(self, params: NegotiatedAudio) -> None:
         """New negotiated parameters (answer, re-INVITE, UPDATE): remote address, codec, direction."""
         was_receiving = self.receiving
+        if self._clock is not None:
+            self._last_now = self._clock()
         self.params = params
         rtcp_addr = (params.remote_host, params.remote_rtcp_port) if params.remote_rtcp_port else None
         self.endpoint.set_remote((params.remote_host, params.remote_port), rtcp_addr)
