@@ -55,6 +55,8 @@ class ClientOwner(Protocol):
 class DialogUser(Protocol):
     """A call (or other dialog user) that receives in-dialog traffic."""
 
+    local_tag: str  # our To tag on the INVITE's responses
+
     def on_request(self, request: Request, server_tx: ServerTransactionId) -> None: ...
 
     def on_ack(self, request: Request) -> None: ...
@@ -322,7 +324,9 @@ class UserAgent:
             if target is None:
                 self.respond(request, 481)  # §9.2: no matching transaction
                 return
-            self.respond(request, 200)  # §9.2: the CANCEL itself is answered 200 at once
+            # §9.2: the CANCEL itself is answered 200 at once; "The To tag of the response to the CANCEL and
+            # the response to the original request SHOULD be the same."
+            self.respond(request, 200, to_tag=target.local_tag)
             assert event.cancels is not None
             target.on_cancel(event.cancels)
             return
