@@ -242,6 +242,8 @@ class UserAgent:
         self.log.info(
             "sip_malformed_request", reason=err.reason, status=err.status_code, peer=f"{source[0]}:{source[1]}"
         )
+        if _is_ack(err):
+            return  # §17.1.1.3 / §17.2.3: an ACK never gets a response, not even a malformed one
         response = make_response_from_error(err) or _raw_error_response(err)
         if response is None:
             return  # not even Call-ID, CSeq, From and To to copy: drop
@@ -420,6 +422,13 @@ def _raw_error_response(err: RemoteProtocolError) -> Response | None:
         assert value is not None
         headers.add(name, value)
     return Response(status_code=err.status_code, reason=err.reason, headers=headers)
+
+
+def _is_ack(err: RemoteProtocolError) -> bool:
+    """Whether an unparseable request was an ACK, judged by its CSeq method (its request line may be the
+    broken part)."""
+    cseq = err.headers.get("CSeq") if err.headers is not None else None
+    return cseq is not None and cseq.split()[-1:] == ["ACK"]
 
 
 def _method_label(method: str) -> str:
