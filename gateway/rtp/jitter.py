@@ -638,7 +638,9 @@ class JitterBuffer:
                 continue
             if front.start < earliest:
                 # Skip whole frames so that the talk spurt keeps its own frame boundaries.
-                cut = -(-(earliest - front.start) // self._frame) * self._frame
+                # Round down: a first frame only partly past the window still plays (the shrink rule
+                # removes any lasting excess); rounding up would discard audio nothing else made late.
+                cut = (earliest - front.start) // self._frame * self._frame
                 if cut >= len(front.data):
                     segments.pop(0)
                     self._count.packets_late += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.rtp.jitter import FrameKind, JitterBuffer, PushResult
@@ -133,6 +133,8 @@ def test_invariants_hold_on_random_arrival_schedules(
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(0.0, 0.02), min_size=5, max_size=50), st.floats(0.0, 0.02))
+# Found by hypothesis: a slow first packet, then faster ones, used to lose the first frame at talk-spurt start.
+@example(delays=[0.01953125, 0.01953125, 0.015625, 0.0, 0.0], phase=0.0078125)
 def test_every_packet_is_played_when_delay_varies_less_than_a_frame(delays: list[float], phase: float) -> None:
     """Reordering within the window costs nothing: with variation under one frame, well
     inside the start delay (40 ms), and no loss, every packet plays, in order, and nothing
