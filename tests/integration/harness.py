@@ -197,16 +197,14 @@ def run_scenario(
     timeout: float = 30.0,
     extra: list[str] | None = None,
 ) -> SippResult:
-    """Run ``tests/sipp/<scenario>`` once (``calls`` times) from a free local port.
+    """Run ``tests/sipp/<scenario>`` once (``calls`` times), tracing messages and errors into ``cwd``.
 
-    ``target`` is the gateway for a UAC scenario; a UAS scenario (target None) listens on ``-p`` and the
-    caller learns that port from ``extra`` (pass ``["-p", str(port)]``). ``[rtp_port]`` in the scenario's
-    SDP is a free port nobody listens on: these runs check signalling, not audio.
+    ``target`` is the gateway for a UAC scenario; a UAS scenario (target None) listens where the caller says
+    (``extra=["-p", str(port)]``). ``[rtp_port]`` in the scenario's SDP is a free port nobody listens on:
+    these runs check signalling, not audio.
     """
     args = ["-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-m", str(calls),
             "-key", "rtp_port", str(free_port(also_tcp=False)), "-trace_msg", "-trace_err"]
-    if extra is None or "-p" not in extra:
-        args += ["-p", str(free_port())]
     if target is not None:
         args += [f"{target[0]}:{target[1]}", "-s", service]
     return run_sipp([*args, *(extra or [])], cwd=cwd, timeout=timeout)
