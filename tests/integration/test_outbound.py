@@ -137,3 +137,19 @@ def test_outbound_ring_timeout_cancels(tmp_path: Path) -> None:
     assert result.returncode == 0, sipp_failure(result, tmp_path)
     assert call.ended_reason == "customer-did-not-answer"
     assert call.answered_at is None
+
+
+def test_outbound_cancel_waits_for_a_provisional_response(tmp_path: Path) -> None:
+    sipp_port = free_port()
+
+    async def scenario() -> tuple[SippResult, Call]:
+        async with running_gateway(trunk_config(sipp_port, ring_timeout=1)) as gw:
+            sipp = start_sipp_uas("outbound_cancel_before_provisional.xml", sipp_port, tmp_path)
+            await wait_until_bound(sipp_port)
+            call = await gw.calls.place_call(number="+15550005555", trunk="sipp", target=CallTarget("echo"))
+            await wait_for_state(call, CallState.ENDED)
+            return await sipp, call
+
+    result, call = asyncio.run(scenario())
+    assert result.returncode == 0, sipp_failure(result, tmp_path)
+    assert call.ended_reason == "customer-did-not-answer"
