@@ -78,6 +78,13 @@ def test_delayed_offer_answer_in_ack(gateway: GatewayProcess, tmp_path: Path) ->
     gateway.wait_for_log("call_ended", reason="customer-ended-call")
 
 
+def test_reinvite_without_offer_gets_offer_answered_in_ack(gateway: GatewayProcess, tmp_path: Path) -> None:
+    result = run_scenario("reinvite_no_sdp.xml", cwd=tmp_path, target=gateway.sip_addr)
+    assert_sipp_ok(result, tmp_path)
+    gateway.wait_for_log("call_ended", reason="customer-ended-call")
+    assert not gateway.logs("sip_ack_without_answer") and not gateway.logs("sdp_bad_answer_in_ack")
+
+
 def test_cancel_while_ringing_gets_200_and_487(gateway_factory: StartGateway, tmp_path: Path) -> None:
     gw = gateway_factory(config_with(sip="answer_delay: 3"))
     result = run_scenario("cancel_before_answer.xml", cwd=tmp_path, target=gw.sip_addr)
