@@ -8,6 +8,7 @@ registrar's Min-Expires, failures retry with exponential back-off, and shutdown 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from gateway.sip.errors import SipError
 from gateway.sip.headers import CSeq, Headers, NameAddr
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction import ClientTransactionId
-from gateway.sip.uri import SipUri
+from gateway.sip.uri import SipUri, parse_uri
 from gateway.transport.sip_transport import Addr
 from gateway.ua import UserAgent
 
@@ -58,6 +59,7 @@ class TrunkRegistration:
             else None
         )
         self._waiter: asyncio.Future[Response | None] | None = None
+        self._challenge: tuple[list[str], bool] | None = None
         self._destination: Addr | None = None
 
     # ClientOwner
@@ -71,10 +73,15 @@ class TrunkRegistration:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _registrar_uri(self) -> str:
+        t = self.trunk
+        host = t.host if ":" not in t.host else f"[{t.host}]"
+        return str(SipUri(host=host, port=t.port if t.port != 5060 else None))
+
     def _build(self, expires: int, auth: tuple[str, str] | None) -> Request:
         t = self.trunk
         host = t.host if ":" not in t.host else f"[{t.host}]"
-        registrar = SipUri(host=host, port=t.port if t.port != 5060 else None)
+        registrar = parse_uri(self._registrar_uri())
         aor = SipUri(host=host, user=t.username)
         self.cseq += 1
         headers = Headers(
@@ -99,6 +106,12 @@ class TrunkRegistration:
         """One REGISTER, answering up to two challenges (a stale nonce may need a second try)."""
         assert self._destination is not None
         auth: tuple[str, str] | None = None
+        if self._challenge is not None and self._auth is not None:
+            # Answer the last challenge up front (RFC 7616 §3.4: the nonce may be reused with a higher nc);
+            # a registrar that wants a fresh nonce says so with 401 stale=true and we retry below.
+            values, proxy = self._challenge
+            with contextlib.suppress(SipError):
+                auth = self._auth.authorization("REGISTER", self._registrar_uri(), values, proxy=proxy)
         for _ in range(3):
             request = self._build(expires, auth)
             loop = asyncio.get_running_loop()
@@ -109,6 +122,7 @@ class TrunkRegistration:
                 return response
             proxy = response.status_code == 407
             challenges = response.headers.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate")
+            self._challenge = (challenges, proxy)
             try:
                 auth = self._auth.authorization("REGISTER", str(request.uri), challenges, proxy=proxy)
             except SipError as exc:

@@ -41,8 +41,9 @@ class SessionTimerPolicy:
     def negotiate_uas(self, request: Request) -> UasSessionDecision:
         try:
             decision = negotiate_uas(request.headers, self.config)
-        except RemoteProtocolError as exc:
-            return UasSessionDecision(400, [], None, SessionTimerRole.NONE) if exc else None  # type: ignore[return-value]
+        except RemoteProtocolError:
+            # A malformed Session-Expires or Min-SE: the request is answered 400.
+            return UasSessionDecision(400, [], None, SessionTimerRole.NONE)
         match decision:
             case RejectTooSmall():
                 return UasSessionDecision(decision.status_code, list(decision.headers), None, SessionTimerRole.NONE)

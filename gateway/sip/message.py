@@ -330,6 +330,8 @@ def make_response_from_error(err: RemoteProtocolError) -> Response | None:
         if value is None or not value.strip():
             return None
         values[name] = value
+    if values["CSeq"].split()[-1:] == ["ACK"]:
+        return None  # §17: "an ACK ... never generates a response", not even to a malformed one
     if not via_lines:
         return None
     try:
