@@ -81,6 +81,7 @@ class PlayoutScheduler:
         metrics: Metrics | None = None,
         timing_window: int = 3000,
         report_every: int = 500,
+        precise_clock: Callable[[], float] | None = None,
     ) -> None:
         if interval <= 0 or not 0 <= lead < interval:
             raise ValueError("need interval > 0 and 0 <= lead < interval")
@@ -98,6 +99,9 @@ class PlayoutScheduler:
         self.skipped = 0
         # per tick: lateness of the send phase's last sendto (an upper bound for every packet of the tick)
         self._lateness: deque[float] = deque(maxlen=timing_window)
+        # Lateness is measured with this clock (same time base as the loop's): uvloop's loop.time() is
+        # cached per iteration at millisecond resolution, time.monotonic is not.
+        self._precise = precise_clock or loop.time
         self._report_every = report_every
         self._since_report = 0
         self._log = get_logger("playout")
@@ -172,7 +176,7 @@ class PlayoutScheduler:
         self._prepared = None
         for stream in list(self._streams):
             stream.send(tick)
-        lateness = self._loop.time() - self.tick_time(tick)
+        lateness = self._precise() - self.tick_time(tick)
         self._lateness.append(lateness)
         if self._metrics is not None:
             self._metrics.playout_lateness_seconds.observe(max(0.0, lateness))
