@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,7 +48,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
     metrics = Metrics()
     async with asyncio.TaskGroup() as tasks:
         ua = UserAgent(config, metrics, tasks)
-        playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics)
+        playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics, precise_clock=time.monotonic)
         calls = CallManager(config, ua, metrics, tasks, playout=playout)
         registrations = Registrations(config, ua, metrics, tasks)
         gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations)
