@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.call_media import CallMedia
+from gateway.call_outbound import IgnoreOwner, OutboundInvite
+from gateway.call_types import SDP, CallState, CallTarget
 from gateway.observability.logging import get_logger
 from gateway.sdp import (
     CodecSpec,
@@ -39,7 +39,7 @@ from gateway.session_policy import SessionTimerPolicy, SessionTimerRole
 from gateway.sip.auth import DigestClient
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
-from gateway.sip.headers import CSeq, Headers, NameAddr
+from gateway.sip.headers import NameAddr
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction import ClientTransactionId, ServerTransactionId
 from gateway.sip.uri import SipUri
@@ -49,25 +49,7 @@ if TYPE_CHECKING:
     from gateway.calls import CallManager
 
 
-class CallState(enum.Enum):
-    CALLING = "calling"  # outbound INVITE sent, nothing back yet
-    RINGING = "ringing"  # inbound: 180 sent / outbound: provisional received
-    ANSWERED = "answered"  # inbound: 200 sent, waiting for the ACK
-    CONFIRMED = "confirmed"  # ACK exchanged: media flows
-    TERMINATING = "terminating"  # our BYE/CANCEL is out
-    ENDED = "ended"
-
-
-SDP = "application/sdp"
 CALL_HEADER_PREFIX = "x-"
-
-
-@dataclass(frozen=True, slots=True)
-class CallTarget:
-    """What a call is connected to once answered: an assistant by name, or the echo line."""
-
-    kind: str  # "assistant" | "echo"
-    name: str | None = None
 
 
 class Call:
@@ -98,7 +80,7 @@ class Call:
         self.created_at = time.time()
         self.answered_at: float | None = None
         self.ended_at: float | None = None
-        self._setup_started = self.ua.now()
+        self.setup_started = self.ua.now()
         self.log = get_logger("call").bind(call_id=self.id, sip_call_id=sip_call_id, direction=direction)
         host = manager.rtp_host
         self.media = CallMedia(
@@ -112,7 +94,7 @@ class Call:
         self._children: set[asyncio.Task[None]] = set()
         self._tasks: asyncio.TaskGroup | None = None
         self._pending: dict[ClientTransactionId, Callable[[Response | None], None]] = {}
-        self._session_timer: SessionTimerPolicy = manager.session_timer_policy
+        self.session_timer: SessionTimerPolicy = manager.session_timer_policy
         self._session_task: asyncio.Task[None] | None = None
         self._session_interval: int | None = None
         self._we_refresh = False
@@ -120,15 +102,11 @@ class Call:
         self.invite: Request | None = None
         self.invite_tx: ServerTransactionId | None = None
         self._pending_offer: SessionDescription | None = None  # our offer awaiting an answer in an ACK
-        self._last_2xx: Response | None = None
+        self.last_2xx: Response | None = None
         # outbound
-        self._invite_out: Request | None = None
-        self._invite_out_tx: ClientTransactionId | None = None
+        self.outbound: OutboundInvite | None = None
         self._last_ack: Request | None = None
-        self._offer_out: SessionDescription | None = None
-        self._auth: DigestClient | None = None
-        self._auth_tried = False
-        self._cancel_wanted = False
+        self._offer_out: SessionDescription | None = None  # our offer in a refresh re-INVITE
         self._reinvite_out: ClientTransactionId | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -157,7 +135,7 @@ class Call:
                 if self.dialog is not None and self.state is CallState.CONFIRMED:
                     bye = self.dialog.new_request("BYE", via=self.ua.make_via(self.transport))
                     destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
-                    self.ua.send_request(bye, destination, self.transport, _IgnoreOwner())
+                    self.ua.send_request(bye, destination, self.transport, IgnoreOwner())
                 self.finish("pipeline-error")
         finally:
             self._tasks = None
@@ -192,7 +170,7 @@ class Call:
         """Our side ends the call: BYE when confirmed, CANCEL or a final error before that."""
         match self.state:
             case CallState.CONFIRMED:
-                self._send_bye(reason)
+                self.send_bye(reason)
             case CallState.ANSWERED:
                 # §15: the callee MUST NOT send a BYE before the ACK arrives (or the transaction times out).
                 self._bye_after_ack = reason
@@ -200,8 +178,8 @@ class Call:
                 assert self.invite is not None
                 self.ua.respond(self.invite, 480, to_tag=self.local_tag)
                 self.finish(reason)
-            case CallState.CALLING | CallState.RINGING:
-                self._cancel_outbound(reason)
+            case CallState.CALLING | CallState.RINGING if self.outbound is not None:
+                self.outbound.cancel(reason)
             case CallState.TERMINATING | CallState.ENDED:
                 pass
 
@@ -219,7 +197,7 @@ class Call:
         self._local_answer: SessionDescription | None = None
         if offer is not None:
             self._local_answer, self.negotiated = self._answer(offer)
-        st = self._session_timer.negotiate_uas(request)
+        st = self.session_timer.negotiate_uas(request)
         if st.reject_status is not None:
             raise RemoteProtocolError("Session interval too small", status_code=st.reject_status,
                                       extra_headers=tuple(st.response_headers))
@@ -229,7 +207,7 @@ class Call:
 
     def ring(self) -> None:
         assert self.invite is not None
-        self.ua.respond(self.invite, 180, to_tag=self.local_tag, headers=[("Contact", str(self._contact()))])
+        self.ua.respond(self.invite, 180, to_tag=self.local_tag, headers=[("Contact", str(self.contact()))])
         if self.manager.config.sip.answer_delay > 0:
             self.spawn(self._answer_later(self.manager.config.sip.answer_delay))
         else:
@@ -252,20 +230,20 @@ class Call:
             )
             body = serialize_sdp(self._pending_offer)
         headers = [
-            ("Contact", str(self._contact())),
+            ("Contact", str(self.contact())),
             *self.ua.common_headers(),
             *self._st_headers,
             ("Content-Type", SDP),
         ]
         response = self._respond_with_body(self.invite, 200, headers, body)
-        self._last_2xx = response
-        self.dialog = Dialog.create_uas(self.invite, response, local_contact=self._contact())
+        self.last_2xx = response
+        self.dialog = Dialog.create_uas(self.invite, response, local_contact=self.contact())
         key = self.dialog_key
         assert key is not None
         self.ua.register_dialog(key, self)
         self.state = CallState.ANSWERED
         self.answered_at = time.time()
-        self.manager.metrics.call_setup_seconds.labels(self.direction).observe(self.ua.now() - self._setup_started)
+        self.manager.metrics.call_setup_seconds.labels(self.direction).observe(self.ua.now() - self.setup_started)
         if self.negotiated is not None:
             self.media.apply(self.negotiated)
 
@@ -293,9 +271,9 @@ class Call:
             self.state = CallState.CONFIRMED
             self.log.info("call_confirmed", codec=self.negotiated.codec if self.negotiated else None)
             self._start_session_timer()
-            self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
+            self.watch_media()
             if self._bye_after_ack is not None:
-                self._send_bye(self._bye_after_ack)
+                self.send_bye(self._bye_after_ack)
         elif self._pending_offer is not None:
             self._apply_answer_from_ack(request)  # ACK to a delayed-offer re-INVITE
 
@@ -305,14 +283,14 @@ class Call:
         if not request.body:
             self.log.warning("sip_ack_without_answer")
             self.state = CallState.CONFIRMED
-            self._send_bye("sip-ack-without-sdp-answer")
+            self.send_bye("sip-ack-without-sdp-answer")
             return False
         try:
             self.negotiated = process_answer(offer, parse_sdp(request.body))
         except SdpError as exc:
             self.log.warning("sdp_bad_answer_in_ack", reason=exc.reason)
             self.state = CallState.CONFIRMED
-            self._send_bye("sip-bad-sdp-answer")
+            self.send_bye("sip-bad-sdp-answer")
             return False
         self.media.apply(self.negotiated)
         return True
@@ -323,7 +301,7 @@ class Call:
         self.log.warning("sip_ack_timeout")
         if self.state is CallState.ANSWERED:
             self.state = CallState.CONFIRMED
-            self._send_bye("sip-ack-timeout")
+            self.send_bye("sip-ack-timeout")
 
     def _answer(self, offer: SessionDescription) -> tuple[SessionDescription, NegotiatedAudio]:
         try:
@@ -372,11 +350,11 @@ class Call:
             # dialog is in progress MUST return a 491 (Request Pending)".
             self.ua.respond(request, 491)
             return
-        st = self._session_timer.negotiate_uas(request)
+        st = self.session_timer.negotiate_uas(request)
         if st.reject_status is not None:
             self.ua.respond(request, st.reject_status, headers=st.response_headers)
             return
-        headers: list[tuple[str, str]] = [("Contact", str(self._contact())), *self.ua.common_headers(),
+        headers: list[tuple[str, str]] = [("Contact", str(self.contact())), *self.ua.common_headers(),
                                           *st.response_headers]
         body = b""
         if request.body:
@@ -429,7 +407,7 @@ class Call:
             # one third of the session interval" ahead of expiry.
             await asyncio.sleep(interval - min(32, interval / 3))
             self.log.warning("session_timer_expired", interval=interval)
-            self._send_bye("sip-session-timer-expired")
+            self.send_bye("sip-session-timer-expired")
 
     def _send_refresh(self) -> None:
         if self.dialog is None or self.state is not CallState.CONFIRMED:
@@ -437,7 +415,7 @@ class Call:
         allow = self._peer_allows_update()
         method = "UPDATE" if allow else "INVITE"
         assert self._session_interval is not None
-        headers = [*self._session_timer.refresh_headers(self._session_interval), *self.ua.common_headers()]
+        headers = [*self.session_timer.refresh_headers(self._session_interval), *self.ua.common_headers()]
         body = b""
         if method == "INVITE":
             # The refresh re-INVITE repeats our current SDP; the version is unchanged (RFC 3264 §8).
@@ -456,7 +434,7 @@ class Call:
             self._reinvite_out = tx
 
     def _peer_allows_update(self) -> bool:
-        source = self.invite if self.direction == "inbound" else self._last_2xx
+        source = self.invite if self.direction == "inbound" else self.last_2xx
         if source is None:
             return False
         return "UPDATE" in {m.upper() for m in source.headers.get_list("Allow")}
@@ -466,16 +444,16 @@ class Call:
             self._reinvite_out = None
         if response is None or response.status_code in (408, 481):
             # RFC 4028 §10: a refresh that fails with 408/481 (or times out) ends the session.
-            self._send_bye("sip-session-refresh-failed")
+            self.send_bye("sip-session-refresh-failed")
             return
         if 200 <= response.status_code < 300:
             if request.method == "INVITE":
-                self._ack_2xx(request, response)
+                self.ack_2xx(request, response)
                 if self._offer_out is not None and response.body:
                     with contextlib.suppress(SdpError):
                         self.negotiated = process_answer(self._offer_out, parse_sdp(response.body))
                         self.media.apply(self.negotiated)
-            interval, we_refresh = self._session_timer.on_refresh_response(response, self._session_interval)
+            interval, we_refresh = self.session_timer.on_refresh_response(response, self._session_interval)
             self._session_interval, self._we_refresh = interval, we_refresh
             self.log.info("session_refreshed", method=request.method, interval=interval)
             self._start_session_timer()
@@ -485,7 +463,7 @@ class Call:
 
     # ------------------------------------------------------------------ BYE / CANCEL
 
-    def _send_bye(self, reason: str) -> None:
+    def send_bye(self, reason: str) -> None:
         if self.dialog is None or self.state in (CallState.TERMINATING, CallState.ENDED):
             self.finish(reason)
             return
@@ -502,8 +480,8 @@ class Call:
 
     # ClientOwner
     def on_response(self, tx: ClientTransactionId, response: Response) -> None:
-        if tx == self._invite_out_tx:
-            self._on_invite_response(response)
+        if self.outbound is not None and tx == self.outbound.tx:
+            self.outbound.on_response(response)
             return
         if response.status_code < 200:
             return  # the UA keeps us as owner until the final response
@@ -512,8 +490,8 @@ class Call:
             callback(response)
 
     def on_transaction_timeout(self, tx: ClientTransactionId) -> None:
-        if tx == self._invite_out_tx:
-            self.finish("customer-did-not-answer" if self.state is CallState.RINGING else "sip-outbound-timeout")
+        if self.outbound is not None and tx == self.outbound.tx:
+            self.outbound.on_timeout()
             return
         callback = self._pending.pop(tx, None)
         if callback is not None:
@@ -531,135 +509,23 @@ class Call:
         auth: DigestClient | None,
         extra_headers: list[tuple[str, str]],
     ) -> None:
-        self._auth = auth
-        self._destination = destination
-        self._offer_out = create_offer(
-            self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
-            session=self.local_sdp,
-        )
-        host = self.ua.announced[0]
-        from_uri = SipUri(host=host if ":" not in host else f"[{host}]", user=from_user)
-        headers = Headers(
-            [
-                ("Via", str(self.ua.make_via(self.transport))),
-                ("Max-Forwards", "70"),
-                ("From", str(NameAddr(uri=from_uri, display_name=display_name, params={"tag": self.local_tag}))),
-                ("To", str(NameAddr(uri=target))),
-                ("Call-ID", self.sip_call_id),
-                ("CSeq", str(CSeq(1, "INVITE"))),
-                ("Contact", str(self._contact())),
-                *self.ua.common_headers(),
-                *self._session_timer.offer_headers(),
-                *extra_headers,
-                ("Content-Type", SDP),
-            ]
-        )
-        self._invite_out = Request(method="INVITE", uri=target, headers=headers, body=serialize_sdp(self._offer_out))
-        self._invite_out_tx = self.ua.send_request(self._invite_out, destination, self.transport, self)
-        self.spawn(self._ring_timeout(self.manager.config.sip.ring_timeout))
+        self.outbound = OutboundInvite(self, destination, auth)
+        self.outbound.start(target, from_user=from_user, display_name=display_name, extra_headers=extra_headers)
 
-    async def _ring_timeout(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        if self.state in (CallState.CALLING, CallState.RINGING):
-            self.log.info("outbound_ring_timeout", seconds=seconds)
-            self._cancel_outbound("customer-did-not-answer")
-
-    def _cancel_outbound(self, reason: str) -> None:
-        self._cancel_wanted = True
-        self._cancel_reason = reason
-        if self._invite_out_tx is not None:
-            self.ua.cancel(self._invite_out_tx)
-
-    _cancel_reason = "customer-did-not-answer"
-
-    def _on_invite_response(self, response: Response) -> None:
-        code = response.status_code
-        assert self._invite_out is not None
-        if code < 200:
-            if code > 100 and self.state is CallState.CALLING:
-                self.state = CallState.RINGING
-            return
-        if 200 <= code < 300:
-            self._on_outbound_answered(response)
-            return
-        self._invite_out_tx = None
-        if code in (401, 407) and self._auth is not None and not self._auth_tried:
-            self._auth_tried = True
-            self._retry_with_auth(response)
-            return
-        reason = _ended_reason_for_failure(code, self._cancel_wanted, self._cancel_reason)
-        self.log.info("outbound_call_failed", status=code, reason_phrase=response.reason)
-        self.finish(reason)
-
-    def _retry_with_auth(self, challenge: Response) -> None:
-        assert self._invite_out is not None and self._auth is not None
-        proxy = challenge.status_code == 407
-        values = challenge.headers.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate")
-        previous = self._invite_out
-        headers = previous.headers.copy()
-        headers.set("Via", str(self.ua.make_via(self.transport)))
-        headers.set("CSeq", str(CSeq(previous.cseq.seq + 1, "INVITE")))
-        try:
-            name, value = self._auth.authorization("INVITE", str(previous.uri), values, proxy=proxy)
-        except Exception as exc:  # LocalProtocolError / RemoteProtocolError: no usable challenge
-            self.log.warning("outbound_auth_unusable", error=str(exc))
-            self.finish("sip-auth-failed")
-            return
-        headers.set(name, value)
-        self._invite_out = Request(method="INVITE", uri=previous.uri, headers=headers, body=previous.body)
-        self._invite_out_tx = self.ua.send_request(self._invite_out, self._destination, self.transport, self)
-
-    def _on_outbound_answered(self, response: Response) -> None:
-        assert self._invite_out is not None
-        if self.dialog is not None:
-            # A 2xx from a second fork (§13.2.2.4): ACK it, then BYE that dialog. We keep the first.
-            if response.to.tag != self.dialog.id.remote_tag:
-                self._ack_and_bye_fork(response)
-            return
-        self._last_2xx = response
-        self.dialog = Dialog.create_uac(self._invite_out, response)
-        key = self.dialog_key
-        assert key is not None
-        self.ua.register_dialog(key, self)
-        self._ack_2xx(self._invite_out, response)
-        self.answered_at = time.time()
-        self.manager.metrics.call_setup_seconds.labels(self.direction).observe(self.ua.now() - self._setup_started)
-        if self._cancel_wanted:
-            # The CANCEL lost the race against the 2xx (§9.1): the call exists now, so end it with a BYE.
-            self.state = CallState.CONFIRMED
-            self._send_bye(self._cancel_reason)
-            return
-        try:
-            assert self._offer_out is not None
-            self.negotiated = process_answer(self._offer_out, parse_sdp(response.body))
-        except SdpError as exc:
-            self.log.warning("sdp_bad_answer", reason=exc.reason)
-            self.state = CallState.CONFIRMED
-            self._send_bye("sip-bad-sdp-answer")
-            return
-        self.media.apply(self.negotiated)
-        self.state = CallState.CONFIRMED
-        self.log.info("call_confirmed", codec=self.negotiated.codec)
-        interval, we_refresh = self._session_timer.on_uac_2xx(response)
-        self._session_interval, self._we_refresh = interval, we_refresh
+    def start_session_timer_from(self, negotiated: tuple[int | None, bool]) -> None:
+        self._session_interval, self._we_refresh = negotiated
         self._start_session_timer()
+
+    def watch_media(self) -> None:
         self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
 
-    def _ack_2xx(self, invite: Request, response: Response) -> None:
+    def ack_2xx(self, invite: Request, response: Response) -> None:
+        """§13.2.2.4: the ACK for a 2xx is built by the dialog and sent outside any transaction."""
         assert self.dialog is not None
         ack = self.dialog.ack_for_2xx(invite, response, via=self.ua.make_via(self.transport))
         self._last_ack = ack
         destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
         self.ua.send_stateless(ack, destination, self.transport)
-
-    def _ack_and_bye_fork(self, response: Response) -> None:
-        assert self._invite_out is not None
-        fork = Dialog.create_uac(self._invite_out, response)
-        ack = fork.ack_for_2xx(self._invite_out, response, via=self.ua.make_via(self.transport))
-        destination = self.manager.destination_for(fork.next_hop(), fallback=self.peer)
-        self.ua.send_stateless(ack, destination, self.transport)
-        bye = fork.new_request("BYE", via=self.ua.make_via(self.transport))
-        self.ua.send_request(bye, destination, self.transport, _IgnoreOwner())
 
     def on_2xx_retransmission(self, response: Response) -> None:
         # §13.2.2.4: "the UAC core ... MUST ... pass the ACK to the transport layer for retransmission" for each 2xx.
@@ -669,35 +535,13 @@ class Call:
 
     # ------------------------------------------------------------------ helpers
 
-    def _contact(self) -> NameAddr:
+    def contact(self) -> NameAddr:
         return self.ua.contact(self.transport)
 
     def _on_media_timeout(self) -> None:
         if self.state is CallState.CONFIRMED:
             self.log.warning("rtp_media_timeout", seconds=self.manager.config.rtp.media_timeout)
-            self._send_bye("sip-media-timeout")
-
-
-class _IgnoreOwner:
-    def on_response(self, tx: ClientTransactionId, response: Response) -> None:
-        pass
-
-    def on_transaction_timeout(self, tx: ClientTransactionId) -> None:
-        pass
-
-
-def _ended_reason_for_failure(code: int, cancelled: bool, cancel_reason: str) -> str:
-    if code == 487 and cancelled:
-        return cancel_reason
-    if code in (486, 600):
-        return "customer-busy"
-    if code in (408, 480, 487):
-        return "customer-did-not-answer"
-    if code in (401, 407):
-        return "sip-auth-failed"
-    if code in (404, 484, 604):
-        return "sip-outbound-number-invalid"
-    return f"sip-outbound-call-failed-{code}"
+            self.send_bye("sip-media-timeout")
 
 
 def codec_specs(capabilities: list[tuple[str, int, int | None]]) -> list[CodecSpec]:

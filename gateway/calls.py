@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from email.parser import BytesParser
 from email.policy import HTTP
 
-from gateway.call import Call, CallState, CallTarget, codec_specs
+from gateway.call import Call, codec_specs
+from gateway.call_types import CallState, CallTarget
 from gateway.codecs.registry import CodecRegistry
 from gateway.config import GatewayConfig, NumberRoute, TrunkConfig, is_ip_literal
 from gateway.observability.logging import get_logger

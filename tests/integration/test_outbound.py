@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway, serve
-from gateway.call import Call, CallState, CallTarget
+from gateway.call import Call
+from gateway.call_types import CallState, CallTarget
 from gateway.config import GatewayConfig
 from tests.integration.harness import SippResult, free_port, free_rtp_range, run_scenario, sipp_failure
 
