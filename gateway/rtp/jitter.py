@@ -310,6 +310,7 @@ class JitterBuffer:
         self._last_drop = -math.inf
         self._floor_window: deque[tuple[float, float]] = deque()  # (arrival, transit), increasing
         self._delays: deque[tuple[float, float]] = deque()  # (arrival, relative delay)
+        self._ordered_delays: list[float] = []  # the same relative delays, sorted
         self._measured = 0
         self._target_cache: float | None = None
         self._jitter = 0.0
@@ -331,6 +332,7 @@ class JitterBuffer:
         self._state = _State.SILENCE
         self._floor_window.clear()
         self._delays.clear()
+        self._ordered_delays.clear()
         self._measured = 0
         self._target_cache = None
         self._run_count = 0
@@ -503,10 +505,12 @@ class JitterBuffer:
             # Lateness says "the delay in force was not enough" (the target adds a frame to
             # it), not "the whole stall was needed".
             relative = min(relative, self._current_delay)
-        delays = self._delays
+        delays, ordered = self._delays, self._ordered_delays
         delays.append((now, relative))
+        bisect.insort(ordered, relative)
         while delays and (delays[0][0] < horizon or len(delays) > _WINDOW_MAX_SAMPLES):
-            delays.popleft()
+            _, expired = delays.popleft()
+            del ordered[bisect.bisect_left(ordered, expired)]
         self._measured += 1
         self._target_cache = None
 
@@ -515,7 +519,9 @@ class JitterBuffer:
 
     def _target(self) -> float:
         if self._target_cache is None:
-            values = sorted(relative for _, relative in self._delays)
+            # The same window kept sorted on insert (per-packet cost O(log n) search + a short memmove)
+            # instead of sorting it on every packet.
+            values = self._ordered_delays
             self._jitter = values[min(len(values) - 1, int(_QUANTILE * len(values)))] if values else 0.0
             target = self._jitter + self._frame_s
             if self._measured < _WARMUP_PACKETS:
