@@ -17,7 +17,6 @@ import math
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from machine import git_revision  # noqa: E402 - benchmarks/machine.py
 
 from gateway.codecs.plc import Concealer  # noqa: E402
 from gateway.rtp.jitter import JitterBuffer  # noqa: E402
@@ -104,15 +105,6 @@ def _measure(case: Callable[[], int], repeats: int) -> tuple[float, float]:
     return statistics.median(per_frame), min(per_frame)
 
 
-def _git_revision() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=20000)
@@ -136,7 +128,7 @@ def main() -> None:
         "# Receive playout: per-frame CPU cost",
         "",
         f"- command: `.venv/bin/python benchmarks/bench_jitter.py --frames {args.frames} --repeats {args.repeats}`",
-        f"- git rev: {_git_revision()}",
+        f"- git rev: {git_revision()}",
         f"- python: {platform.python_implementation()} {platform.python_version()}",
         "- clock: `time.process_time`, median of repeats; µs per 20 ms frame (shared machine: a floor)",
         "",

@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from machine import cpu_model, git_revision  # noqa: E402 - benchmarks/machine.py
 
 from gateway.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
 from gateway.codecs.resample import StreamResampler  # noqa: E402
@@ -130,33 +131,6 @@ def bench(iterations: int, repeats: int) -> list[tuple[str, float, float]]:
     return results
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", *MEASURED],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return rev + (" (with uncommitted changes in the measured code)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=20_000)
@@ -185,7 +159,7 @@ def main() -> None:
                 "# Media core: per-packet CPU cost",
                 "",
                 f"- command: `{command}`",
-                f"- git rev: {git_rev()}",
+                f"- git rev: {git_revision(MEASURED)}",
                 f"- python: {platform.python_implementation()} {platform.python_version()}",
                 f"- CPU: {cpu_model()} ({platform.machine()}), {os.cpu_count()} logical CPUs, shared with other load",
                 "- clock: `time.process_time` (CPU time of this process), median of repeats; µs per operation",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import cpu_model, git_revision  # noqa: E402 - benchmarks/machine.py
 
 from gateway.sip.message import Message, Request, make_response  # noqa: E402
 from gateway.sip.parser import parse_message  # noqa: E402
@@ -48,35 +49,6 @@ def _rate(fn: Callable[[], object], seconds: float) -> float:
 def _median_rate(fn: Callable[[], object], runs: int, seconds: float) -> tuple[float, float, float]:
     rates = [_rate(fn, seconds) for _ in range(runs)]
     return statistics.median(rates), min(rates), max(rates)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", *_MEASURED_FILES],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _touch_views(message: Message) -> None:
@@ -117,9 +89,9 @@ def main() -> None:
         "# SIP parser throughput",
         "",
         f"- command: `{command}`",
-        f"- git revision: {_git_revision()}",
+        f"- git revision: {git_revision(_MEASURED_FILES)}",
         f"- python: {platform.python_implementation()} {platform.python_version()}",
-        f"- CPU: {_cpu_model()} (single thread; the machine was shared with other work, so figures are a floor)",
+        f"- CPU: {cpu_model()} (single thread; the machine was shared with other work, so figures are a floor)",
         f"- method: median of {args.runs} runs of at least {args.seconds} s each; messages per second on one core",
         f"- INVITE: `shared/data/sip/captured/invite-pjsip-2.15.dat` ({len(invite_bytes)} bytes); "
         f"200 OK: its answer built by make_response with the same SDP ({len(ok_bytes)} bytes)",

@@ -46,6 +46,16 @@ def test_contact_and_sdp_use_the_public_address(tmp_path: Path) -> None:
             assert "Contact: <sip:203.0.113.9:5099>" in answer
             assert "c=IN IP4 203.0.113.9" in answer and "o=- " in answer
             assert "m=audio " in answer and " RTP/AVP 8" in answer  # the offerer's first choice, PCMA, is kept
+            # Complete the call so the gateway can stop at once: ACK the 200, then BYE.
+            to_line = next(line for line in answer.split("\r\n") if line.startswith("To:"))
+            for method, cseq in (("ACK", "1 ACK"), ("BYE", "2 BYE")):
+                request = (INVITE.format(port=port, len=0).replace("INVITE sip:", f"{method} sip:", 1)
+                           .replace("CSeq: 1 INVITE", f"CSeq: {cseq}").replace("To: <sip:service@127.0.0.1>", to_line)
+                           .replace("branch=z9hG4bKpub1", f"branch=z9hG4bKpub{method}")
+                           .replace("Content-Type: application/sdp\r\n", ""))
+                sock.sendto(request.encode(), gateway.sip_addr)
+            assert _final(sock).startswith("SIP/2.0 200")  # the BYE's answer
+            gateway.wait_for_log("call_ended", reason="customer-ended-call")
             sock.sendto(OPTIONS.format(port=port).encode(), gateway.sip_addr)
             options = _final(sock)
         assert options.startswith("SIP/2.0 200")
