@@ -347,7 +347,7 @@ class CallMedia:
             return
         self._pending = None
         if self.endpoint.send(data):
-            self.metrics.rtp_packets.labels("out").inc()
+            self.metrics.rtp_packets_out.inc()
 
     def _flush_rtcp(self) -> None:
         if self.rtcp is None:

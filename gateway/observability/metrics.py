@@ -53,6 +53,9 @@ class Metrics:
         self.rtp_packets = Counter(
             "voicegw_rtp_packets", "RTP packets", ["direction"], registry=r
         )
+        # Per-packet paths use the children directly: resolving labels costs ~1 µs a packet.
+        self.rtp_packets_in = self.rtp_packets.labels("in")
+        self.rtp_packets_out = self.rtp_packets.labels("out")
         self.rtp_packets_dropped = Counter(
             "voicegw_rtp_packets_dropped", "RTP/RTCP packets dropped, by reason", ["reason"], registry=r
         )

@@ -244,7 +244,7 @@ class RtpEndpoint:
         self.last_received = now
         self.counters["received"] += 1
         if self._metrics is not None:
-            self._metrics.rtp_packets.labels("in").inc()
+            self._metrics.rtp_packets_in.inc()
         self._on_rtp(packet, now)
 
     def receive_rtcp_datagram(self, data: bytes, source: Addr, now: float) -> None:
