@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics, status_class
 from gateway.sip.errors import RemoteProtocolError
-from gateway.sip.headers import Headers, NameAddr, Via
+from gateway.sip.headers import NameAddr, Via
 from gateway.sip.message import Message, Request, Response, make_response, make_response_from_error
 from gateway.sip.parser import parse_message
 from gateway.sip.transaction import (
@@ -242,11 +242,9 @@ class UserAgent:
         self.log.info(
             "sip_malformed_request", reason=err.reason, status=err.status_code, peer=f"{source[0]}:{source[1]}"
         )
-        if _is_ack(err):
-            return  # §17.1.1.3 / §17.2.3: an ACK never gets a response, not even a malformed one
-        response = make_response_from_error(err) or _raw_error_response(err)
+        response = make_response_from_error(err)
         if response is None:
-            return  # not even Call-ID, CSeq, From and To to copy: drop
+            return  # an ACK (never answered, §17), or not even Call-ID, CSeq, From and To to copy
         # Stateless answer (§8.2): no transaction exists for a request we could not parse.
         self.layer.send_stateless(response, destination=source, transport=transport)
         self.metrics.sip_responses_sent.labels("other", status_class(response.status_code)).inc()
@@ -406,29 +404,6 @@ class UserAgent:
                 peer=f"{peer[0]}:{peer[1]}" if peer else None,
                 message=message.serialize().decode("utf-8", "replace"),
             )
-
-
-def _raw_error_response(err: RemoteProtocolError) -> Response | None:
-    """A stateless error answer when the top Via itself is unreadable: we answer the UDP source anyway
-    (force_rport), copying the fields §8.2.6.2 requires exactly as received."""
-    if err.is_response or err.headers is None:
-        return None
-    raw = err.headers
-    fields = {name: raw.get(name) for name in ("Call-ID", "CSeq", "From", "To")}
-    if any(value is None or not value.strip() for value in fields.values()) or not raw.get_all("Via"):
-        return None
-    headers = Headers([("Via", line) for line in raw.get_all("Via")])
-    for name, value in fields.items():
-        assert value is not None
-        headers.add(name, value)
-    return Response(status_code=err.status_code, reason=err.reason, headers=headers)
-
-
-def _is_ack(err: RemoteProtocolError) -> bool:
-    """Whether an unparseable request was an ACK, judged by its CSeq method (its request line may be the
-    broken part)."""
-    cseq = err.headers.get("CSeq") if err.headers is not None else None
-    return cseq is not None and cseq.split()[-1:] == ["ACK"]
 
 
 def _method_label(method: str) -> str:

@@ -315,10 +315,11 @@ def make_response(
 def make_response_from_error(err: RemoteProtocolError) -> Response | None:
     """A stateless answer to a request the parser rejected, or ``None`` when none can be sent.
 
-    ``None`` when the error concerns a response (responses are never answered) or when Via,
-    Call-ID, CSeq, From or To is missing, or no Via can be parsed to address the answer. The other
-    fields are copied as received (§8.2.6.2 demands they equal the request's even if we could not
-    interpret them). The To tag is derived from the request so retransmissions get the same one.
+    ``None`` when the error concerns a response (responses are never answered), when the request is
+    an ACK, or when Via, Call-ID, CSeq, From or To is missing. The fields are copied as received
+    (§8.2.6.2 demands they equal the request's even if we could not interpret them), so a Via we
+    cannot parse still travels back; where the answer goes is the edge's decision (its source
+    address). The To tag is derived from the request so retransmissions get the same one.
     """
     if err.is_response or err.headers is None:
         return None
@@ -335,9 +336,9 @@ def make_response_from_error(err: RemoteProtocolError) -> Response | None:
     if not via_lines:
         return None
     try:
-        top = parse_via(via_lines[0])[0]
+        branch = parse_via(via_lines[0])[0].branch or ""
     except RemoteProtocolError:
-        return None
+        branch = via_lines[0]  # unreadable: its raw text still tells retransmissions apart
     out = Headers()
     for line in via_lines:
         out.add("Via", line)
@@ -348,7 +349,7 @@ def make_response_from_error(err: RemoteProtocolError) -> Response | None:
     except RemoteProtocolError:
         to_has_tag = True  # cannot safely append a parameter to an unparseable To
     if not to_has_tag:
-        seed = "\x00".join((values["Call-ID"], values["CSeq"], values["From"], top.branch or ""))
+        seed = "\x00".join((values["Call-ID"], values["CSeq"], values["From"], branch))
         to_value = f"{to_value};tag={hashlib.sha1(seed.encode('utf-8', 'replace')).hexdigest()[:16]}"
     out.add("To", to_value)
     out.add("Call-ID", values["Call-ID"])

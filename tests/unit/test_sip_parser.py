@@ -298,8 +298,11 @@ def test_make_response_from_error() -> None:
     err.extra_headers = (("Unsupported", "foo"),)
     with_extra = make_response_from_error(err)
     assert with_extra is not None and with_extra.headers.get("Unsupported") == "foo"
+    # A Via we cannot parse is copied back as received (the edge answers at the packet's source).
     bad_via = _reject(INVITE.replace(";rport", ";;").encode())
-    assert make_response_from_error(bad_via) is None
+    answered = make_response_from_error(bad_via)
+    assert answered is not None and answered.status_code == 400
+    assert answered.headers.get_all("Via") == bad_via.headers.get_all("Via")  # type: ignore[union-attr]
     assert make_response_from_error(RemoteProtocolError("x", headers=Headers())) is None
 
 
