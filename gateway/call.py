@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from gateway.call_media import CallMedia
 from gateway.call_outbound import IgnoreOwner, OutboundInvite
@@ -40,7 +40,7 @@ from gateway.sip.auth import DigestClient
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.headers import NameAddr
-from gateway.sip.message import Request, Response
+from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction import ClientTransactionId, ServerTransactionId
 from gateway.sip.uri import SipUri
 from gateway.transport.sip_transport import Addr
@@ -142,14 +142,12 @@ class Call:
             self.media.close()
             self.manager.release(self)
 
-    def spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine inside the call's TaskGroup; it is cancelled when the call ends."""
         if self._tasks is None or self.state is CallState.ENDED:
-            if asyncio.iscoroutine(coro):
-                coro.close()
+            coro.close()
             return
-        assert asyncio.iscoroutine(coro)
-        task: asyncio.Task[None] = self._tasks.create_task(coro)
+        task = self._tasks.create_task(coro)
         self._children.add(task)
         task.add_done_callback(self._children.discard)
 
@@ -248,8 +246,6 @@ class Call:
             self.media.apply(self.negotiated)
 
     def _respond_with_body(self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
-        from gateway.sip.message import make_response
-
         to_tag = self.local_tag if request.to.tag is None else None
         response = make_response(request, status, to_tag=to_tag, headers=headers, body=body)
         self.ua.send_response(response)

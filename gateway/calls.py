@@ -4,7 +4,6 @@ keeps the set of live calls, and drains on shutdown."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Iterable
 from email.parser import BytesParser
@@ -327,10 +326,3 @@ def _cnonce() -> str:
     import secrets
 
     return secrets.token_hex(8)
-
-
-def _is_private(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_private
-    except ValueError:
-        return False
