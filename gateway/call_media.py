@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.codecs.plc import Concealer
 from gateway.codecs.registry import Codec, CodecRegistry
@@ -41,7 +41,7 @@ from gateway.transport.playout import OutboundRtp, PlayoutScheduler
 from gateway.transport.rtp_endpoint import RtpEndpoint
 from gateway.util.dtmf_info import DtmfInfoError, parse_dtmf_info
 
-__all__ = ["CallMedia", "DtmfEvent", "MediaStats"]
+__all__ = ["CallMedia", "Conversation", "DtmfEvent", "MediaStats"]
 
 COMFORT_NOISE_PT = 13  # RFC 3551 §6 Table 4 / RFC 3389
 DTMF_QUEUE_LIMIT = 64
@@ -94,6 +94,22 @@ class MediaStats:
         if self.jitter_buffer is not None:
             fields.update({f"jb_{k}": v for k, v in asdict(self.jitter_buffer).items()})
         return fields
+
+
+class Conversation(Protocol):
+    """The assistant side of a call's media (a :class:`gateway.pipeline.session.ConversationSession`)."""
+
+    def on_voice_frame(self, pcm: bytes, now: float) -> None:
+        """A 20 ms frame of caller audio as it arrives (VAD, barge-in)."""
+
+    def on_tick(self, encoded: bytes | None, pcm: bytes | None, now: float) -> None:
+        """This tick's caller frame after the jitter buffer (for STT)."""
+
+    def next_frame(self, now: float) -> bytes | None:
+        """Assistant audio (20 ms of 8 kHz PCM) for the packet sent at ``now``."""
+
+
+STT_ENCODINGS = {"PCMU": "mulaw", "PCMA": "alaw"}
 
 
 class _Receive:
@@ -161,6 +177,8 @@ class CallMedia:
         self._receiving_since: float | None = None
         self._closed = False
         self._last_now = 0.0
+        self.conversation: Conversation | None = None
+        self._voice_buf = bytearray()  # arrival-order caller audio cut into 20 ms frames for the VAD
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -230,6 +248,12 @@ class CallMedia:
         if self.playout is not None:
             self.playout.add(self)
 
+    @property
+    def stt_encoding(self) -> str:
+        """How caller audio can reach an STT without transcoding: ``mulaw``/``alaw`` or ``linear16``."""
+        rx = self._rx
+        return STT_ENCODINGS.get(rx.codec.name, "linear16") if rx is not None else "linear16"
+
     def _interval(self) -> float:
         return self.playout.interval if self.playout is not None else 0.02
 
@@ -255,6 +279,17 @@ class CallMedia:
         if pt == rx.payload_type:
             if rx.jitter.push(packet, now) is PushResult.LATE:
                 self.stats.record_late()
+            conversation = self.conversation
+            if conversation is not None:
+                pcm = rx.codec.decode(packet.payload)
+                if len(pcm) == 320 and not self._voice_buf:
+                    conversation.on_voice_frame(pcm, now)
+                else:
+                    buf = self._voice_buf
+                    buf += pcm
+                    while len(buf) >= 320:
+                        conversation.on_voice_frame(bytes(buf[:320]), now)
+                        del buf[:320]
         elif self.dtmf is not None and pt == self.dtmf.payload_type:
             self.dtmf.receive_packet(packet, now)
             self._take_dtmf()
@@ -330,7 +365,17 @@ class CallMedia:
             if rx.concealer.concealing:
                 rx.concealer.conceal()  # fades out and keeps the fade-in for the next talk spurt
             pcm = None
-        if not (self.echo and self.sending):
+        conversation = self.conversation
+        if conversation is not None:
+            encoded = frame.payload if kind is FrameKind.AUDIO else None
+            if encoded is None and pcm is not None:
+                encoded = rx.codec.encode(pcm)
+            conversation.on_tick(encoded, pcm, now)
+            assert self.playout is not None
+            pcm = conversation.next_frame(self.playout.tick_time(tick))
+            if not self.sending:
+                return
+        elif not (self.echo and self.sending):
             return
         if pcm is None:
             rx.outbound.silence(tick)

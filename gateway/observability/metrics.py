@@ -96,6 +96,38 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=r,
         )
+        # -- conversation pipeline
+        self.turn_latency_seconds = Histogram(
+            "voicegw_turn_latency_seconds",
+            "Per-turn latency by stage: endpointing (caller's last voiced audio to the end-of-turn decision), "
+            "stt_final, llm_first_token, tts_first_byte, gateway_added (end-of-turn decision to our first "
+            "voiced RTP minus provider time), voice_to_voice (caller's last voiced audio to our first voiced RTP)",
+            ["stage"],
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5),
+            registry=r,
+        )
+        self.barge_ins = Counter("voicegw_barge_ins", "Assistant speech interrupted by the caller", ["reason"],
+                                 registry=r)
+        self.barge_in_stop_seconds = Histogram(
+            "voicegw_barge_in_stop_seconds",
+            "Caller voice onset at the gateway to the last assistant RTP packet sent",
+            buckets=(0.01, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2, 0.3, 0.5, 1),
+            registry=r,
+        )
+        self.provider_errors = Counter(
+            "voicegw_provider_errors", "STT/LLM/TTS provider failures", ["provider", "kind"], registry=r
+        )
+        self.provider_latency_seconds = Histogram(
+            "voicegw_provider_latency_seconds",
+            "Request to first result, by provider and stage (stt_final, llm_first_token, tts_first_byte)",
+            ["provider", "stage"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5),
+            registry=r,
+        )
+        self.pipeline_frames_dropped = Counter(
+            "voicegw_pipeline_frames_dropped", "Caller audio frames dropped before STT, by reason", ["reason"],
+            registry=r,
+        )
 
 
 def status_class(code: int) -> str:
