@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -106,7 +106,8 @@ class OpenAiLlm:
     def request_params(
         self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = (), options: LlmOptions
     ) -> dict[str, Any]:
-        """The request body (less ``stream``) as sent; ``options.extra`` is merged into it last."""
+        """The request body (less ``stream``) as sent; ``options.extra`` is merged into it last (keys the
+        SDK does not know travel as ``extra_body``)."""
         params: dict[str, Any] = {
             "model": options.model or DEFAULT_MODEL,
             "messages": [m.to_openai() for m in messages],
@@ -118,12 +119,13 @@ class OpenAiLlm:
             params[self.max_tokens_field] = options.max_tokens
         if tools:
             params["tools"] = [_tool_param(t) for t in tools]
-        params.update(options.extra)
+        # One streamed choice is what this provider reads; extra may not turn either off.
+        params.update({k: v for k, v in options.extra.items() if k not in ("stream", "n")})
         return params
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = (), options: LlmOptions
-    ) -> AsyncIterator[LlmEvent]:
+    ) -> AsyncGenerator[LlmEvent, None]:
         """Text deltas as they arrive, then at most one :class:`ToolCallsDone`, then :class:`LlmDone`.
 
         The first token (content or a tool call) must arrive within ``first_token_timeout`` and the whole
@@ -143,7 +145,7 @@ class OpenAiLlm:
                         **params, extra_body=extra_body or None, stream=True
                     )
             except TimeoutError:
-                raise self._timeout("no response", started) from None
+                raise self._timeout("no first token (no response)", started) from None
             chunks: AsyncIterator[ChatCompletionChunk] = response
             reply = _ReplyAssembler()
             while reply.finish_reason is None:
