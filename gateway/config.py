@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.assistants.model import Assistant, AssistantError, parse_assistant, unknown_fields
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -216,6 +226,44 @@ class GatewayConfig(_Model):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     providers: ProvidersConfig = ProvidersConfig()
     log: LogConfig = LogConfig()
+
+    _parsed_assistants: dict[str, Assistant] = PrivateAttr(default_factory=dict)
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _parse_assistants(self) -> GatewayConfig:
+        """Every assistant is validated at load (``assistants.<name>.<field>: problem``); keys the models do
+        not know are kept and become :attr:`warnings`."""
+        parsed: dict[str, Assistant] = {}
+        problems: list[str] = []
+        warnings: list[str] = []
+        for name, raw in self.assistants.items():
+            where = f"assistants.{name}"
+            try:
+                assistant = parse_assistant(raw, where=where)
+            except AssistantError as exc:
+                problems.append(str(exc))
+                continue
+            parsed[name] = assistant
+            warnings.extend(f"{where}.{path}: unknown field, ignored" for path in unknown_fields(assistant))
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._parsed_assistants = parsed
+        self._warnings = tuple(warnings)
+        return self
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Things the loader should log: assistant fields this gateway does not know (kept, unused)."""
+        return self._warnings
+
+    def assistant(self, name: str) -> Assistant:
+        """The validated assistant ``name`` (parsed once at load). Raises KeyError for an unknown name."""
+        try:
+            return self._parsed_assistants[name]
+        except KeyError:
+            known = ", ".join(sorted(self._parsed_assistants)) or "none defined"
+            raise KeyError(f"unknown assistant {name!r} ({known})") from None
 
     @model_validator(mode="after")
     def _check_refs(self) -> GatewayConfig:
