@@ -250,7 +250,8 @@ def render_assistant(
     """The assistant with variables substituted in firstMessage, model.messages[*].content, endCallMessage,
     voicemailMessage, idle and hook messages, silenceTimeoutMessage, tool messages, transfer messages and
     the rules responder's replies. A field whose template fails is left as written and reported to
-    ``on_error(path, error)``."""
+    ``on_error(path, error)`` (its dotted path, e.g. ``model.messages.0.content``); only an unknown
+    ``timezone`` raises :class:`TemplateError`."""
     renderer = _Renderer(values, now, timezone)
 
     def substitute(path: str, text: str) -> str:
