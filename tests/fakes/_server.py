@@ -54,24 +54,27 @@ async def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
     config = uvicorn.Config(app, log_level=log_level, lifespan="off", timeout_graceful_shutdown=1,
                             ws_ping_interval=None)
     server = _InProcessServer(config)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(server.serve(sockets=[sock]))
+    # The server task is owned by this block and always awaited before it ends. (Not a TaskGroup: a
+    # TaskGroup would wrap an exception raised in the caller's block into an ExceptionGroup.)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(START_DEADLINE):
+            while not server.started:
+                if task.done():
+                    task.result()  # raises what stopped it
+                    raise RuntimeError("fake server stopped before it started")
+                await asyncio.sleep(0.005)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
         try:
-            async with asyncio.timeout(START_DEADLINE):
-                while not server.started:
-                    if task.done():
-                        raise RuntimeError("fake server failed to start")
-                    await asyncio.sleep(0.005)
-            yield f"http://{host}:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            try:
-                async with asyncio.timeout(STOP_DEADLINE):
-                    await asyncio.shield(task)
-            except TimeoutError:
-                server.force_exit = True
-                task.cancel()
-            sock.close()
+            async with asyncio.timeout(STOP_DEADLINE):
+                await asyncio.shield(task)
+        except TimeoutError:
+            server.force_exit = True
+            task.cancel()
+            await asyncio.wait([task])
+        sock.close()
 
 
 def main(app_factory: Callable[[argparse.Namespace], ASGIApp], argv: Sequence[str] | None = None, *,
