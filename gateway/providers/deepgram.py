@@ -212,6 +212,8 @@ class DeepgramStream:
                         return  # the close we asked for
                     raise ProviderError(
                         NAME, "connection", f"socket dropped ({exc.rcvd or 'no close frame'})") from exc
+                except ValueError as exc:  # a text message that is not JSON
+                    raise ProviderError(NAME, "protocol", f"unreadable message: {exc}") from exc
                 transcript = self._transcript(message)
                 if transcript is not None:
                     yield transcript
