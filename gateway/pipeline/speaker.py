@@ -91,6 +91,7 @@ class _Utterance:
     started: bool = False
     voiced: bool = False
     played_bytes: int = 0
+    not_before: float = 0.0  # startSpeakingPlan.waitSeconds / barge-in backoff
 
 
 class Speaker:
@@ -104,9 +105,10 @@ class Speaker:
 
     # -- writer side (TTS) -----------------------------------------------------------------------
 
-    def start(self, kind: UtteranceKind, *, interruptible: bool = True) -> int:
-        """Open a new utterance, played after the ones already queued; returns its id."""
-        utt = _Utterance(self._next_id, kind, interruptible)
+    def start(self, kind: UtteranceKind, *, interruptible: bool = True, not_before: float = 0.0) -> int:
+        """Open a new utterance, played after the ones already queued and not before ``not_before``;
+        returns its id."""
+        utt = _Utterance(self._next_id, kind, interruptible, not_before=not_before)
         self._next_id += 1
         self._queue.append(utt)
         self._by_id[utt.id] = utt
@@ -145,6 +147,8 @@ class Speaker:
         """The next 20 ms frame to send at ``now``, or None (nothing to say or audio not there yet)."""
         while self._queue:
             utt = self._queue[0]
+            if not utt.started and now < utt.not_before:
+                return None
             frame = self._take(utt)
             if frame is not None:
                 if not utt.started:
