@@ -17,6 +17,7 @@ from gateway.calls import CallManager
 from gateway.config import GatewayConfig
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.factory import ProviderPool
 from gateway.registration import Registrations
 from gateway.transport.playout import PlayoutScheduler
 from gateway.ua import UserAgent
@@ -49,7 +50,8 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
     async with asyncio.TaskGroup() as tasks:
         ua = UserAgent(config, metrics, tasks)
         playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics, precise_clock=time.monotonic)
-        calls = CallManager(config, ua, metrics, tasks, playout=playout)
+        providers = ProviderPool(config.providers)
+        calls = CallManager(config, ua, metrics, tasks, playout=playout, providers=providers)
         registrations = Registrations(config, ua, metrics, tasks)
         gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations)
         try:
@@ -65,6 +67,8 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
             numbers=len(config.numbers),
             trunks=len(config.trunks),
         )
+        for warning in config.warnings:
+            log.warning("config_warning", detail=warning)
         registrations.start()
         if ready is not None and not ready.done():
             ready.set_result(gateway)
@@ -73,6 +77,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         await calls.drain(gateway.drain_grace)
         playout.close()
         await registrations.stop()
+        await providers.aclose()
         await ua.close()
         log.info("gateway_stopped")
 

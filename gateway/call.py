@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway.call_assistant import CallConversation
 from gateway.call_media import CallMedia
 from gateway.call_outbound import IgnoreOwner, OutboundInvite
 from gateway.call_types import SDP, CallState, CallTarget
@@ -105,6 +106,8 @@ class Call:
         self.last_2xx: Response | None = None
         # outbound
         self.outbound: OutboundInvite | None = None
+        # assistant
+        self.conversation: CallConversation | None = None
         self._last_ack: Request | None = None
         self._offer_out: SessionDescription | None = None  # our offer in a refresh re-INVITE
         self._reinvite_out: ClientTransactionId | None = None
@@ -161,6 +164,8 @@ class Call:
         if self.dialog is not None:
             self.dialog.terminate()
         self.log.info("call_ended", reason=reason, answered=answered)
+        if self.conversation is not None:
+            self.conversation.stop(reason)
         self.manager.on_call_ended(self)
         self._ended.set()
 
@@ -267,7 +272,7 @@ class Call:
             self.state = CallState.CONFIRMED
             self.log.info("call_confirmed", codec=self.negotiated.codec if self.negotiated else None)
             self._start_session_timer()
-            self.watch_media()
+            self.connected()
             if self._bye_after_ack is not None:
                 self.send_bye(self._bye_after_ack)
         elif self._pending_offer is not None:
@@ -512,8 +517,17 @@ class Call:
         self._session_interval, self._we_refresh = negotiated
         self._start_session_timer()
 
-    def watch_media(self) -> None:
+    def connected(self) -> None:
+        """The call is confirmed: watch the media and, for an assistant, start the conversation."""
         self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
+        if self.target.kind == "assistant" and self.conversation is None and self._bye_after_ack is None:
+            assistant = self.manager.assistant_for(self.target)
+            if assistant is None:
+                self.log.error("assistant_not_found", assistant=self.target.name)
+                self.send_bye("assistant-not-found")
+                return
+            self.conversation = CallConversation(self, assistant, variable_values=self.target.variable_values)
+            self.conversation.start()
 
     def ack_2xx(self, invite: Request, response: Response) -> None:
         """§13.2.2.4: the ACK for a 2xx is built by the dialog and sent outside any transaction."""

@@ -149,7 +149,7 @@ class OutboundInvite:
         call.state = CallState.CONFIRMED
         call.log.info("call_confirmed", codec=call.negotiated.codec)
         call.start_session_timer_from(call.session_timer.on_uac_2xx(response))
-        call.watch_media()
+        call.connected()
 
     def _ack_and_bye_fork(self, response: Response) -> None:
         assert self.request is not None

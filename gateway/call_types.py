@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class CallState(enum.Enum):
@@ -21,6 +22,9 @@ class CallTarget:
 
     kind: str  # "assistant" | "echo"
     name: str | None = None
+    # An assistant given inline (API, assistant-request) instead of by name, and its variable values.
+    assistant: dict[str, Any] | None = field(default=None, compare=False)
+    variable_values: dict[str, Any] | None = field(default=None, compare=False)
 
 
 SDP = "application/sdp"

@@ -9,12 +9,14 @@ from collections.abc import Iterable
 from email.parser import BytesParser
 from email.policy import HTTP
 
+from gateway.assistants import Assistant, parse_assistant
 from gateway.call import Call, codec_specs
 from gateway.call_types import CallState, CallTarget
 from gateway.codecs.registry import CodecRegistry
 from gateway.config import GatewayConfig, NumberRoute, TrunkConfig, is_ip_literal
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.factory import ProviderPool
 from gateway.sdp import SdpError, SessionDescription, parse_sdp
 from gateway.session_policy import SessionTimerPolicy
 from gateway.sip.auth import DigestClient
@@ -43,8 +45,11 @@ class CallManager:
         tasks: asyncio.TaskGroup,
         *,
         playout: PlayoutScheduler | None = None,
+        providers: ProviderPool | None = None,
     ) -> None:
         self.config = config
+        # STT/LLM/TTS clients shared by every call (connection pools live as long as the server)
+        self.providers = providers if providers is not None else ProviderPool(config.providers)
         self.playout = playout  # the server's one 20 ms playout clock, shared by every call
         self.ua = ua
         self.metrics = metrics
@@ -287,6 +292,17 @@ class CallManager:
             self.ua.unregister_invite_server(call.invite_tx)
         if not self.calls:
             self._idle.set()
+
+    def assistant_for(self, target: CallTarget) -> Assistant | None:
+        """The assistant a call talks to: given inline, or by name from the configuration."""
+        if target.assistant is not None:
+            return parse_assistant(target.assistant, where="assistant")
+        if target.name is None:
+            return None
+        try:
+            return self.config.assistant(target.name)
+        except KeyError:
+            return None
 
     def get(self, call_id: str) -> Call | None:
         return self.calls.get(call_id)

@@ -74,10 +74,12 @@ class TurnTiming:
     tts_request_at: float | None
     tts_first_byte_at: float | None
     first_voiced_out_at: float | None
+    speak_not_before: float | None = None  # startSpeakingPlan.waitSeconds / barge-in backoff
 
     @property
     def gateway_added(self) -> float | None:
-        """End-of-turn decision to our first voiced packet, less the time spent waiting on providers."""
+        """End-of-turn decision to our first voiced packet, less the time spent waiting on providers and
+        the wait the assistant asks for (``waitSeconds``): what the gateway itself added."""
         if self.first_voiced_out_at is None:
             return None
         total = self.first_voiced_out_at - self.endpointed_at
@@ -85,6 +87,8 @@ class TurnTiming:
             total -= self.llm_first_token_at - self.llm_request_at
         if self.tts_request_at is not None and self.tts_first_byte_at is not None:
             total -= self.tts_first_byte_at - self.tts_request_at
+            if self.speak_not_before is not None:
+                total -= max(0.0, self.speak_not_before - self.tts_first_byte_at)
         return total
 
     @property

@@ -367,6 +367,7 @@ class ConversationSession:
             "speech_ended_at": event.speech_ended_at,
             "endpointed_at": event.at,
             "stt_final_at": event.transcript_final_at,
+            "speak_not_before": event.speak_not_before,
         }
         self._start_responder(event.text, kind="reply", interruptible=True, timing=timing,
                               not_before=event.speak_not_before)
@@ -466,6 +467,7 @@ class ConversationSession:
             tts_request_at=timing.get("tts_request_at"),
             tts_first_byte_at=timing.get("tts_first_byte_at"),
             first_voiced_out_at=voiced_at,
+            speak_not_before=timing.get("speak_not_before"),
         )
         h = self.metrics.turn_latency_seconds
         fields = t.log_fields()
@@ -509,8 +511,9 @@ class ConversationSession:
                 async for result in stream.results():
                     failures = 0
                     now = self._loop.time()
-                    if result.text:
-                        self._emit(TranscriptEvent(role="user", text=result.text, final=result.is_final))
+                    if result.text and not result.is_final:
+                        # Finals reach the transcript once, as the turn's text (_end_of_turn).
+                        self._emit(TranscriptEvent(role="user", text=result.text, final=False))
                     self.turn.on_transcript(result, now)
                     self._after_turn_input(now)
                 return  # closed by us

@@ -142,6 +142,27 @@ def start_gateway(tmp_path: Path, config_text: str, *, name: str = "gw") -> Gate
     return gw
 
 
+def start_default_gateway(tmp_path: Path) -> GatewayProcess:
+    """``voicegw serve`` with no ``--config``: the embedded default (as ``make run``), on free ports."""
+    sip_port = free_port()
+    http_port = free_port(socket.SOCK_STREAM, also_tcp=False)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOICEGW_SIP_LISTEN": f"127.0.0.1:{sip_port}",
+           "VOICEGW_HTTP_LISTEN": f"127.0.0.1:{http_port}"}
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "ELEVENLABS_API_KEY"):
+        env.pop(key, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+        env=env,
+    )
+    gw = GatewayProcess(tmp_path / "default", sip_port, http_port, proc)
+    try:
+        gw.wait_for_log("gateway_started", timeout=STARTUP_TIMEOUT)
+    except AssertionError:
+        gw.stop(signal.SIGKILL)
+        raise
+    return gw
+
+
 BASE_CONFIG = """
 sip: {listen: "127.0.0.1:{SIP_PORT}"}
 rtp: {port_min: {RTP_MIN}, port_max: {RTP_MAX}}
