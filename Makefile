@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/bench_media_core.py
 	$(PY) benchmarks/bench_jitter.py
 	$(PY) benchmarks/bench_echo.py --calls 50 100 200 --seconds 35
+	$(PY) benchmarks/bench_conversation.py --calls 10 30 --seconds 25 --out benchmarks/results/conversation.md
 	$(PY) -m pytest -m slow -p no:cacheprovider -o addopts="" tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 clean:

@@ -78,12 +78,17 @@ class TurnTiming:
 
     @property
     def gateway_added(self) -> float | None:
-        """End-of-turn decision to our first voiced packet, less the time spent waiting on providers and
-        the wait the assistant asks for (``waitSeconds``): what the gateway itself added."""
+        """End-of-turn decision to our first voiced packet, less what the gateway waited for: the LLM
+        until its first speakable chunk (request to the first TTS request: the chunker waits for a
+        sentence boundary in the model's tokens), the TTS until its first byte, and the hold the
+        assistant asks for (``waitSeconds``, barge-in backoff). What remains is the gateway's own work
+        and the 20 ms playout grid."""
         if self.first_voiced_out_at is None:
             return None
         total = self.first_voiced_out_at - self.endpointed_at
-        if self.llm_request_at is not None and self.llm_first_token_at is not None:
+        if self.llm_request_at is not None and self.tts_request_at is not None:
+            total -= self.tts_request_at - self.llm_request_at
+        elif self.llm_request_at is not None and self.llm_first_token_at is not None:
             total -= self.llm_first_token_at - self.llm_request_at
         if self.tts_request_at is not None and self.tts_first_byte_at is not None:
             total -= self.tts_first_byte_at - self.tts_request_at
