@@ -168,7 +168,7 @@ sip: {listen: "127.0.0.1:{SIP_PORT}"}
 rtp: {port_min: {RTP_MIN}, port_max: {RTP_MAX}}
 http: {listen: "127.0.0.1:{HTTP_PORT}"}
 assistants:
-  demo: {firstMessage: "Hello", model: {provider: rules}}
+  demo: {firstMessage: "Hello", model: {provider: rules}, silenceTimeoutSeconds: 600}
 numbers:
   - {number: "echo", echo: true}
   - {number: "service", assistant: demo}

@@ -10,7 +10,7 @@ from tests.integration.harness import GatewayProcess, run_sipp
 def test_sipp_uac_100_calls_at_10_cps(gateway: GatewayProcess, tmp_path: Path) -> None:
     host, port = gateway.sip_addr
     result = run_sipp(
-        ["-sn", "uac", f"{host}:{port}", "-s", "service", "-i", "127.0.0.1", "-m", "100", "-r", "10",
+        ["-sn", "uac", f"{host}:{port}", "-s", "echo", "-i", "127.0.0.1", "-m", "100", "-r", "10",
          "-l", "50", "-d", "500"],
         cwd=tmp_path,
         timeout=90,
