@@ -2,7 +2,9 @@
 network. The first rule one of whose keywords occurs in the caller's last message answers (whole words,
 case and punctuation ignored, multi-word keywords allowed); no match → the fallback. A rule with
 ``end_call`` ends the call after its reply has been heard. Keypad input reaches it as the digits typed,
-so ``keywords: ["1"]`` serves "press one".
+so ``keywords: ["1"]`` serves "press one"; a digit and its English word are the same word here ("one"
+matches a keyword "1" and the reverse), because a recognizer writes the word where the keypad sends the
+digit.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from gateway.providers.base import ChatMessage, LlmDone, LlmEvent, LlmOptions, T
 __all__ = ["Rule", "RulesResponder"]
 
 _NON_WORD = re.compile(r"[^\w']+")
+_NUMBER_WORDS = {
+    w: str(i) for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))
+}
 
 
 def _normalise(text: str) -> str:
-    return " " + " ".join(_NON_WORD.sub(" ", text.lower().replace("\u2019", "'")).split()) + " "
+    """Lower case, punctuation to spaces, number words to digits, padded with a space at each end so a
+    keyword found as `` k `` is found as whole words."""
+    words = [w.strip("'") for w in _NON_WORD.sub(" ", text.lower().replace("\u2019", "'")).split()]
+    return " " + " ".join(_NUMBER_WORDS.get(w, w) for w in words if w) + " "
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
