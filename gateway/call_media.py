@@ -102,8 +102,9 @@ class Conversation(Protocol):
     def on_voice_frame(self, pcm: bytes, now: float) -> None:
         """A 20 ms frame of caller audio as it arrives (VAD, barge-in)."""
 
-    def on_tick(self, encoded: bytes | None, pcm: bytes | None, now: float) -> None:
-        """This tick's caller frame after the jitter buffer (for STT)."""
+    def on_tick(self, encoded: bytes | None, encoding: str, pcm: bytes | None, now: float) -> None:
+        """This tick's caller frame after the jitter buffer (for STT); ``encoded`` are the wire bytes
+        (None for a concealed or missing frame) in ``encoding`` (``mulaw``/``alaw``/``linear16``)."""
 
     def next_frame(self, now: float) -> bytes | None:
         """Assistant audio (20 ms of 8 kHz PCM) for the packet sent at ``now``."""
@@ -368,9 +369,7 @@ class CallMedia:
         conversation = self.conversation
         if conversation is not None:
             encoded = frame.payload if kind is FrameKind.AUDIO else None
-            if encoded is None and pcm is not None:
-                encoded = rx.codec.encode(pcm)
-            conversation.on_tick(encoded, pcm, now)
+            conversation.on_tick(encoded, STT_ENCODINGS.get(rx.codec.name, "linear16"), pcm, now)
             assert self.playout is not None
             pcm = conversation.next_frame(self.playout.tick_time(tick))
             if not self.sending:

@@ -20,6 +20,7 @@ Stages and who drives them::
 from __future__ import annotations
 
 import asyncio
+import audioop
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -211,14 +212,19 @@ class ConversationSession:
         turn.on_voice(now, self.vad.voiced_seconds)
         self._after_turn_input(now)
 
-    def on_tick(self, encoded: bytes | None, pcm: bytes | None, now: float) -> None:
-        """The jitter buffer's frame for this tick (None: nothing to play), for STT."""
-        if self._stt_encoding == "linear16":
+    def on_tick(self, encoded: bytes | None, encoding: str, pcm: bytes | None, now: float) -> None:
+        """The jitter buffer's frame for this tick, for STT: ``pcm`` (None: nothing to play) and, when it
+        was received as is, the wire bytes ``encoded`` in ``encoding``. The STT stream keeps the encoding
+        it was opened with: after a codec change (re-INVITE) the frame is re-encoded from ``pcm``."""
+        stt = self._stt_encoding
+        if stt == "linear16":
             data = pcm if pcm is not None else PCM_SILENCE
+        elif pcm is None:
+            data = ULAW_SILENCE if stt == "mulaw" else ALAW_SILENCE
+        elif encoded is not None and encoding == stt:
+            data = encoded
         else:
-            data = encoded if encoded is not None and pcm is not None else (
-                ULAW_SILENCE if self._stt_encoding == "mulaw" else ALAW_SILENCE
-            )
+            data = audioop.lin2ulaw(pcm, 2) if stt == "mulaw" else audioop.lin2alaw(pcm, 2)
         q = self._stt_queue
         if q.full():
             q.get_nowait()

@@ -190,7 +190,7 @@ class MediaDriver:
             now = loop.time()
             pcm = self.caller.pop(0) if self.caller else SILENCE
             self.session.on_voice_frame(pcm, now)
-            self.session.on_tick(None, pcm, now)
+            self.session.on_tick(None, "linear16", pcm, now)
             frame = self.session.next_frame(now)
             if frame is not None:
                 self.out.append(Out(now, max(abs(x) for x in struct.unpack(f"<{len(frame) // 2}h", frame)) > 300))

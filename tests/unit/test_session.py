@@ -314,3 +314,31 @@ def test_tool_call_round_trip_with_request_messages(hello: bytes) -> None:
     second = llm.requests[1]
     assert second[-1] == ChatMessage(role="tool", tool_call_id="c1", content='{"slot": "10:00"}')
     assert second[-2].tool_calls[0].name == "book"
+
+
+def test_stt_keeps_its_encoding_across_a_codec_change() -> None:
+    """The STT stream was opened for mu-law (PCMU answered); after a re-INVITE to PCMA the wire bytes are
+    A-law, so the frame must reach the STT re-encoded from PCM, not as A-law bytes labelled mu-law."""
+    import audioop
+
+    from gateway.observability.metrics import Metrics
+    from gateway.pipeline.session import ConversationSession
+
+    class MulawStt(ScriptedStt):
+        def accepts(self, encoding: Any) -> bool:
+            return True
+
+    async def go() -> list[bytes]:
+        session = ConversationSession(settings(), Providers(stt=MulawStt(), llm=ScriptedLlm(), tts=[ToneTts()]),
+                                      on_event=lambda e: None, metrics=Metrics(), encoding="mulaw")
+        pcm = bytes(range(256)) + bytes(64)
+        session.on_tick(audioop.lin2ulaw(pcm, 2), "mulaw", pcm, 0.0)
+        session.on_tick(audioop.lin2alaw(pcm, 2), "alaw", pcm, 0.02)
+        session.on_tick(None, "mulaw", None, 0.04)
+        return [session._stt_queue.get_nowait() for _ in range(3)]
+
+    pcm = bytes(range(256)) + bytes(64)
+    same, changed, missing = asyncio.run(go())
+    assert same == audioop.lin2ulaw(pcm, 2)
+    assert changed == audioop.lin2ulaw(pcm, 2)
+    assert missing == b"\xff" * 160
