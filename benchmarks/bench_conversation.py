@@ -33,10 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_echo import cpu_seconds  # noqa: E402
 from benchmarks.machine import cpu_model, git_revision  # noqa: E402
 from tests.integration.harness import SIPP_DIR, free_port, sipp_binary, start_gateway  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SENTENCE = "I would like to book an appointment for tomorrow morning please"
 
 CONFIG = """
@@ -55,11 +55,6 @@ assistants:
 numbers:
   - {number: "*", assistant: bench}
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def make_wav(directory: Path) -> Path:
