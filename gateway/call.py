@@ -15,11 +15,14 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway.assistants import AssistantError, parse_assistant
 from gateway.call_assistant import CallConversation
 from gateway.call_media import CallMedia
 from gateway.call_outbound import IgnoreOwner, OutboundInvite
 from gateway.call_types import SDP, CallState, CallTarget
+from gateway.config import NumberRoute
 from gateway.observability.logging import get_logger
+from gateway.routing import sip_variables, uri_user
 from gateway.sdp import (
     CodecSpec,
     Direction,
@@ -50,7 +53,14 @@ if TYPE_CHECKING:
     from gateway.calls import CallManager
 
 
-CALL_HEADER_PREFIX = "x-"
+# What speaks an error to a caller when no assistant can take the call: offline, no cloud key needed.
+ERROR_ASSISTANT = {
+    "name": "error",
+    "firstMessageMode": "assistant-waits-for-user",
+    "model": {"provider": "rules", "rules": []},
+    "voice": {"provider": "espeak", "voiceId": "en-us"},
+    "transcriber": {"provider": "pocketsphinx", "language": "en"},
+}
 
 
 class Call:
@@ -76,8 +86,13 @@ class Call:
         self.target = target
         self.local_tag = local_tag
         self.state = CallState.CALLING if direction == "outbound" else CallState.RINGING
+        # Vapi's call.status: queued/ringing/in-progress/forwarding/ended (see update_status)
+        self.status = "queued" if direction == "outbound" else "ringing"
         self.ended_reason: str | None = None
-        self.variables: dict[str, str] = {}
+        self.variables: dict[str, Any] = {}
+        self.customer_number: str | None = None  # the caller (inbound) or the number dialled (outbound)
+        self.phone_number: str | None = None  # our DID the caller dialled (inbound) or the trunk used (outbound)
+        self.route: NumberRoute | None = None  # inbound: the numbers: entry the INVITE reached
         self.created_at = time.time()
         self.answered_at: float | None = None
         self.ended_at: float | None = None
@@ -154,6 +169,13 @@ class Call:
         self._children.add(task)
         task.add_done_callback(self._children.discard)
 
+    def update_status(self, status: str) -> None:
+        """Vapi's ``call.status`` changed: observers send ``status-update``."""
+        if status == self.status:
+            return
+        self.status = status
+        self.manager.notify_status(self, status)
+
     def finish(self, reason: str) -> None:
         if self.state is CallState.ENDED:
             return
@@ -167,6 +189,7 @@ class Call:
         if self.conversation is not None:
             self.conversation.stop(reason)
         self.manager.on_call_ended(self)
+        self.update_status("ended")
         self._ended.set()
 
     def hangup(self, reason: str = "assistant-ended-call") -> None:
@@ -194,9 +217,8 @@ class Call:
         """Validate the offer and ring. Raises RemoteProtocolError (488/422/...) to reject the INVITE."""
         self.invite = request
         self.invite_tx = server_tx
-        self.variables = {
-            name[2:]: value for name, value in request.headers if name.lower().startswith(CALL_HEADER_PREFIX)
-        }
+        self.variables = sip_variables(request)
+        self.customer_number = uri_user(request.from_.uri)
         self._local_answer: SessionDescription | None = None
         if offer is not None:
             self._local_answer, self.negotiated = self._answer(offer)
@@ -211,10 +233,21 @@ class Call:
     def ring(self) -> None:
         assert self.invite is not None
         self.ua.respond(self.invite, 180, to_tag=self.local_tag, headers=[("Contact", str(self.contact()))])
-        if self.manager.config.sip.answer_delay > 0:
+        if self.target.kind == "request":
+            # assistant-request: the caller hears ringing while the number's server picks the assistant.
+            self.spawn(self._resolve_then_answer())
+        elif self.manager.config.sip.answer_delay > 0:
             self.spawn(self._answer_later(self.manager.config.sip.answer_delay))
         else:
             self._send_200()
+
+    async def _resolve_then_answer(self) -> None:
+        target = await self.manager.resolve_target(self)
+        if target is None or self.state is not CallState.RINGING:
+            return  # rejected (the manager answered the INVITE) or cancelled meanwhile
+        self.target = target
+        self.media.echo = target.kind == "echo"
+        self._send_200()
 
     async def _answer_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -519,14 +552,29 @@ class Call:
 
     def connected(self) -> None:
         """The call is confirmed: watch the media and, for an assistant, start the conversation."""
+        self.update_status("in-progress")
         self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
-        if self.target.kind == "assistant" and self.conversation is None and self._bye_after_ack is None:
-            assistant = self.manager.assistant_for(self.target)
+        if self.conversation is not None or self._bye_after_ack is not None:
+            return
+        if self.target.kind == "assistant":
+            try:
+                assistant = self.manager.assistant_for(self.target)
+            except AssistantError as exc:
+                self.log.error("assistant_not_valid", assistant=self.target.name, error=str(exc))
+                self.send_bye("assistant-not-valid")
+                return
             if assistant is None:
                 self.log.error("assistant_not_found", assistant=self.target.name)
                 self.send_bye("assistant-not-found")
                 return
             self.conversation = CallConversation(self, assistant, variable_values=self.target.variable_values)
+            self.conversation.start()
+        elif self.target.kind == "error":
+            # Speak the error in the local voice, then hang up (assistant-request error or failure).
+            self.conversation = CallConversation(
+                self, parse_assistant(ERROR_ASSISTANT),
+                end_with=(self.target.ended_reason or "assistant-request-failed", self.target.message or ""),
+            )
             self.conversation.start()
 
     def ack_2xx(self, invite: Request, response: Response) -> None:

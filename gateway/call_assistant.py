@@ -28,7 +28,6 @@ from gateway.pipeline.events import (
 )
 from gateway.pipeline.plan import settings_for
 from gateway.pipeline.session import ConversationSession
-from gateway.sip.uri import SipUri
 
 if TYPE_CHECKING:
     from gateway.call import Call
@@ -39,24 +38,29 @@ __all__ = ["CallConversation"]
 class CallConversation:
     """The assistant side of one call (see module doc)."""
 
-    def __init__(self, call: Call, assistant: Assistant, *, variable_values: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        call: Call,
+        assistant: Assistant,
+        *,
+        variable_values: dict[str, Any] | None = None,
+        end_with: tuple[str, str] | None = None,
+    ) -> None:
         self.call = call
+        self.end_with = end_with  # (endedReason, message): say the message, then hang up
         self.assistant = assistant
         self.variable_values = dict(variable_values or {})
         self.session: ConversationSession | None = None
         self.transcript: list[tuple[str, str]] = []  # (role, text) finals, in order
+        # Vapi artifact.messages: {role: system|bot|user|tool_calls|tool_call_result, message, time, ...}
+        self.messages: list[dict[str, Any]] = []
         self.timings: list[TurnTiming] = []
         self.listeners: list[Callable[[SessionEvent], None]] = []
         self.ended_reason: str | None = None
 
     def variables(self) -> dict[str, Any]:
         call = self.call
-        customer = None
-        if call.invite is not None and isinstance(call.invite.from_.uri, SipUri):
-            customer = call.invite.from_.uri.user
-        values = default_variables(
-            datetime.now(UTC), customer_number=customer, call_id=call.id
-        )
+        values = default_variables(datetime.now(UTC), customer_number=call.customer_number, call_id=call.id)
         values.update(call.variables)  # X- headers of the INVITE
         values.update(self.variable_values)  # assistantOverrides.variableValues win
         return values
@@ -77,9 +81,18 @@ class CallConversation:
             log=call.log,
         )
         self.session = session
+        for message in settings.messages:
+            if message.role == "system" and message.content:
+                self.record_message("system", message.content)
         call.media.conversation = session
         call.media.on_dtmf = lambda event: session.on_dtmf(event.digit, session.loop.time())
         call.spawn(self._run(session))
+        if self.end_with is not None:
+            call.spawn(self._say_and_end(session, *self.end_with))
+
+    async def _say_and_end(self, session: ConversationSession, reason: str, message: str) -> None:
+        await session.running.wait()
+        session.end(reason, message)
 
     async def _run(self, session: ConversationSession) -> None:
         started = time.monotonic()
@@ -96,12 +109,25 @@ class CallConversation:
             self.session.stop(reason)
         self.call.media.conversation = None
 
+    def record_message(self, role: str, message: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Append one entry to the call's artifact messages (Vapi shape); times are Unix milliseconds."""
+        now = time.time()
+        started = self.call.answered_at or self.call.created_at
+        entry: dict[str, Any] = {"role": role, "time": int(now * 1000),
+                                 "secondsFromStart": round(max(0.0, now - started), 3)}
+        if message is not None:
+            entry["message"] = message
+        entry.update(fields)
+        self.messages.append(entry)
+        return entry
+
     def _on_event(self, event: SessionEvent) -> None:
         log = self.call.log
         match event:
             case TranscriptEvent():
                 if event.final:
                     self.transcript.append((event.role, event.text))
+                    self.record_message("bot" if event.role == "assistant" else "user", event.text)
                     log.info("transcript", role=event.role, text=event.text)
             case TurnTiming():
                 self.timings.append(event)
@@ -115,3 +141,4 @@ class CallConversation:
                 pass
         for listener in self.listeners:
             listener(event)
+        self.call.manager.notify_event(self.call, event)

@@ -85,6 +85,7 @@ class OutboundInvite:
         if code < 200:
             if code > 100 and call.state is CallState.CALLING:
                 call.state = CallState.RINGING
+                call.update_status("ringing")
             return
         if code < 300:
             self._answered(response)

@@ -18,13 +18,24 @@ class CallState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class CallTarget:
-    """What a call is connected to once answered: an assistant by name, or the echo line."""
+    """What a call is connected to once answered.
 
-    kind: str  # "assistant" | "echo"
+    ``assistant``: by ``name`` (config name or stored assistant id) or inline ``assistant``, with
+    ``overrides`` (Vapi assistantOverrides) and ``variable_values``; ``echo``: the echo line; ``request``:
+    not known yet, the number's assistant-request server decides while the caller hears ringing; ``error``:
+    speak ``message`` and hang up with ``ended_reason``; ``transfer``: send the caller on to ``destination``
+    (a Vapi transfer destination) without an assistant; ``bridge``: the second leg of a transfer bridged by
+    the gateway (``name``: the id of the first leg).
+    """
+
+    kind: str  # "assistant" | "echo" | "request" | "error" | "transfer" | "bridge"
     name: str | None = None
-    # An assistant given inline (API, assistant-request) instead of by name, and its variable values.
     assistant: dict[str, Any] | None = field(default=None, compare=False)
     variable_values: dict[str, Any] | None = field(default=None, compare=False)
+    overrides: dict[str, Any] | None = field(default=None, compare=False)
+    message: str | None = None
+    ended_reason: str | None = None
+    destination: dict[str, Any] | None = field(default=None, compare=False)
 
 
 SDP = "application/sdp"

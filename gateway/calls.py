@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterable
 from email.parser import BytesParser
 from email.policy import HTTP
+from typing import Any, Protocol
 
-from gateway.assistants import Assistant, parse_assistant
+import httpx
+
+from gateway.assistant_request import request_assistant
+from gateway.assistants import Assistant, AssistantError, merge_overrides, parse_assistant
 from gateway.call import Call, codec_specs
 from gateway.call_types import CallState, CallTarget
 from gateway.codecs.registry import CodecRegistry
-from gateway.config import GatewayConfig, NumberRoute, TrunkConfig, is_ip_literal
+from gateway.config import GatewayConfig, TrunkConfig, is_ip_literal
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.events import SessionEvent
 from gateway.pipeline.factory import ProviderPool
+from gateway.routing import RouteMatch, route_invite
 from gateway.sdp import SdpError, SessionDescription, parse_sdp
 from gateway.session_policy import SessionTimerPolicy
 from gateway.sip.auth import DigestClient
@@ -34,6 +41,30 @@ RETRY_AFTER_SECONDS = "5"
 
 class CallError(Exception):
     """An outbound call could not be placed (bad target, unknown trunk, no ports...)."""
+
+
+class CallObserver(Protocol):
+    """Told about every call (webhooks, the call store). Called synchronously on the loop: must not block;
+    an observer's exception is logged and never reaches the call."""
+
+    def call_status(self, call: Call, status: str) -> None:
+        """``call.status`` changed (queued, ringing, in-progress, forwarding, ended)."""
+
+    def call_event(self, call: Call, event: SessionEvent) -> None:
+        """Its conversation emitted ``event`` (transcript, speech-update, user-interrupted...)."""
+
+    def call_message(self, call: Call, message: dict[str, Any]) -> None:
+        """A server message the call layer built itself (``transfer-update``, ``tool-calls``, ``hang``):
+        ``message`` is Vapi's payload without the common ``call``/``timestamp`` fields."""
+
+    def call_released(self, call: Call) -> None:
+        """The call is over and everything it held is freed: time for the end-of-call report."""
+
+
+class AssistantLookup(Protocol):
+    """Assistants created over the API, by id (the API's store implements it)."""
+
+    def get_assistant(self, assistant_id: str) -> dict[str, Any] | None: ...
 
 
 class CallManager:
@@ -61,9 +92,43 @@ class CallManager:
             session_expires=config.sip.session_expires, min_se=config.sip.min_se
         )
         self.calls: dict[str, Call] = {}
+        self.observers: list[CallObserver] = []
+        self.assistant_store: AssistantLookup | None = None
+        self._http: httpx.AsyncClient | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         ua.invite_handler = self
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One HTTP client (connection pool) for assistant-requests, tool calls and transfers' lookups."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # ------------------------------------------------------------------ observers
+
+    def _observe(self, what: str, call: Call, *args: Any) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, what)(call, *args)
+            except Exception as exc:  # an observer's bug must not take a call down
+                call.log.error("call_observer_failed", observer=type(observer).__name__, hook=what,
+                               error=repr(exc), exc_info=exc)
+
+    def notify_status(self, call: Call, status: str) -> None:
+        self._observe("call_status", call, status)
+
+    def notify_event(self, call: Call, event: SessionEvent) -> None:
+        self._observe("call_event", call, event)
+
+    def notify_message(self, call: Call, message: dict[str, Any]) -> None:
+        self._observe("call_message", call, message)
 
     # ------------------------------------------------------------------ addresses
 
@@ -93,34 +158,23 @@ class CallManager:
 
     # ------------------------------------------------------------------ inbound
 
-    def route(self, request: Request) -> NumberRoute | None:
-        """§ routing: Request-URI user part first, then the To user part; first matching number wins."""
-        candidates = []
-        if isinstance(request.uri, SipUri) and request.uri.user:
-            candidates.append(request.uri.user)
-        to_uri = request.to.uri
-        if isinstance(to_uri, SipUri) and to_uri.user:
-            candidates.append(to_uri.user)
-        for user in candidates:
-            route = self.config.route_for(user)
-            if route is not None and route.number != "*":
-                return route
-        # Only then the catch-all (so a To match beats '*' on the Request-URI).
-        return self.config.route_for(candidates[0]) if candidates else self.config.route_for("")
+    def route(self, request: Request) -> RouteMatch | None:
+        """The ``numbers:`` entry this INVITE reaches (see gateway.routing)."""
+        return route_invite(self.config.numbers, request)
 
     def on_invite(self, request: Request, server_tx: ServerTransactionId, source: Addr, transport: str) -> None:
-        route = self.route(request)
-        if route is None:
+        match = self.route(request)
+        if match is None:
             self.metrics.invites.labels("not_found").inc()
             self.ua.respond(request, 404)
             return
+        route = match.route
         if route.server is not None:
-            # assistant-request routing is the control plane's; until it is wired, refuse clearly.
-            self.metrics.invites.labels("unavailable").inc()
-            self.log.warning("route_server_not_available", number=route.number, url=route.server.url)
-            self.ua.respond(request, 480, "Assistant request routing not available")
-            return
-        target = CallTarget("echo") if route.echo else CallTarget("assistant", route.assistant)
+            target = CallTarget("request")
+        elif route.echo:
+            target = CallTarget("echo")
+        else:
+            target = CallTarget("assistant", route.assistant)
         try:
             offer = self._extract_offer(request)
         except RemoteProtocolError as exc:
@@ -144,6 +198,8 @@ class CallManager:
             rtp_port=port,
             local_tag=self.ua.new_tag(),
         )
+        call.route = route
+        call.phone_number = match.number or None
         try:
             call.start_inbound(request, server_tx, offer)
         except RemoteProtocolError as exc:
@@ -156,6 +212,7 @@ class CallManager:
             return
         self.metrics.invites.labels("accepted").inc()
         self._admit(call)
+        self.notify_status(call, call.status)
         self.ua.register_invite_server(server_tx, call)
         self.ua.register_dialog((request.call_id, call.local_tag, request.from_.tag or ""), call)
         call.log.info("call_incoming", number=route.number, target=target.kind, peer=f"{source[0]}:{source[1]}")
@@ -239,7 +296,10 @@ class CallManager:
             local_tag=self.ua.new_tag(),
         )
         user = from_user or (trunk_cfg.from_user or trunk_cfg.username if trunk_cfg else None) or "voicegw"
+        call.customer_number = number if number is not None else sip_uri
+        call.phone_number = trunk_cfg.name if trunk_cfg is not None else None
         self._admit(call)
+        self.notify_status(call, call.status)
         call.log.info("call_outgoing", to=str(uri), destination=f"{destination[0]}:{destination[1]}")
         started = asyncio.Event()
 
@@ -292,17 +352,97 @@ class CallManager:
             self.ua.unregister_invite_server(call.invite_tx)
         if not self.calls:
             self._idle.set()
+        self._observe("call_released", call)
 
     def assistant_for(self, target: CallTarget) -> Assistant | None:
-        """The assistant a call talks to: given inline, or by name from the configuration."""
+        """The assistant a call talks to: given inline, by config name, or by the id of an assistant created
+        over the API; with the target's ``assistantOverrides`` merged in. None: no such assistant.
+        Raises AssistantError when the assistant or its overrides are invalid."""
+        assistant: Assistant | None = None
         if target.assistant is not None:
-            return parse_assistant(target.assistant, where="assistant")
-        if target.name is None:
-            return None
-        try:
-            return self.config.assistant(target.name)
-        except KeyError:
-            return None
+            assistant = parse_assistant(target.assistant, where="assistant")
+        elif target.name is not None:
+            try:
+                assistant = self.config.assistant(target.name)
+            except KeyError:
+                stored = self.assistant_store.get_assistant(target.name) if self.assistant_store else None
+                if stored is not None:
+                    assistant = parse_assistant(stored, where=f"assistant {target.name}")
+        if assistant is not None and target.overrides:
+            assistant = merge_overrides(assistant, target.overrides)
+        return assistant
+
+    # ------------------------------------------------------------------ assistant-request
+
+    async def resolve_target(self, call: Call) -> CallTarget | None:
+        """assistant-request (while the caller hears ringing): what the number's server wants this call to
+        reach. None when the INVITE was rejected here (the manager answered it and ended the call)."""
+        route = call.route
+        assert route is not None and route.server is not None
+        message = self.assistant_request_message(call)
+        started = time.monotonic()
+        decision = await request_assistant(self.http, route.server, message, now=time.time())
+        elapsed = round(time.monotonic() - started, 3)
+        self.metrics.assistant_requests.labels(decision.kind).inc()
+        self.metrics.assistant_request_seconds.observe(elapsed)
+        if decision.kind == "assistant":
+            target = CallTarget("assistant", decision.assistant_id, assistant=decision.assistant,
+                                overrides=decision.overrides, variable_values=None)
+            try:
+                assistant = self.assistant_for(target)
+            except AssistantError as exc:
+                decision_detail = str(exc)
+                assistant = None
+            else:
+                decision_detail = f"unknown assistantId {decision.assistant_id!r}"
+            if assistant is not None:
+                call.log.info("assistant_request_answered", seconds=elapsed,
+                              assistant=decision.assistant_id or assistant.name or "inline")
+                values = dict(decision.overrides.get("variableValues") or {}) if decision.overrides else {}
+                return CallTarget("assistant", decision.assistant_id, assistant=decision.assistant,
+                                  overrides=decision.overrides, variable_values=values or None)
+            reason = ("assistant-request-returned-invalid-assistant" if decision.assistant is not None
+                      else "assistant-request-returned-no-assistant")
+            return self._request_failed(call, reason, decision_detail, elapsed)
+        if decision.kind == "transfer":
+            call.log.info("assistant_request_answered", seconds=elapsed, destination=decision.destination)
+            return CallTarget("transfer", destination=decision.destination)
+        if decision.kind == "error":
+            call.log.warning("assistant_request_error", seconds=elapsed, error=decision.detail)
+            if decision.message is None:
+                return self._request_failed(call, decision.ended_reason or "assistant-request-returned-error",
+                                            decision.detail, elapsed)
+            return CallTarget("error", message=decision.message, ended_reason=decision.ended_reason)
+        return self._request_failed(call, decision.ended_reason or "assistant-request-failed",
+                                    decision.detail, elapsed)
+
+    def _request_failed(self, call: Call, reason: str, detail: str, elapsed: float) -> CallTarget | None:
+        route = call.route
+        assert route is not None
+        call.log.warning("assistant_request_failed", reason=reason, detail=detail, seconds=elapsed,
+                         url=route.server.url if route.server else None, fallback=route.fallback_assistant,
+                         on_failure=route.on_failure)
+        if route.fallback_assistant is not None:
+            return CallTarget("assistant", route.fallback_assistant)
+        if route.on_failure == "error-message":
+            return CallTarget("error", message=route.error_message, ended_reason=reason)
+        if call.state is CallState.RINGING and call.invite is not None:
+            self.ua.respond(call.invite, 503, "Assistant request failed", to_tag=call.local_tag,
+                            headers=[("Retry-After", RETRY_AFTER_SECONDS)])
+            call.finish(reason)
+        return None
+
+    def assistant_request_message(self, call: Call) -> dict[str, Any]:
+        """Vapi's ``assistant-request`` payload (the ``message`` object)."""
+        from gateway.call_record import call_object
+
+        return {
+            "type": "assistant-request",
+            "timestamp": int(time.time() * 1000),
+            "call": call_object(call),
+            "customer": {"number": call.customer_number} if call.customer_number else {},
+            "phoneNumber": {"number": call.phone_number} if call.phone_number else None,
+        }
 
     def get(self, call_id: str) -> Call | None:
         return self.calls.get(call_id)
@@ -310,6 +450,12 @@ class CallManager:
     async def drain(self, grace: float) -> None:
         """Stop taking calls; wait up to ``grace`` seconds for calls to end, then hang up the rest."""
         self.ua.draining = True
+        try:
+            await self._drain_calls(grace)
+        finally:
+            await self.aclose()
+
+    async def _drain_calls(self, grace: float) -> None:
         try:
             async with asyncio.timeout(grace):
                 await self._idle.wait()

@@ -142,9 +142,12 @@ class HttpConfig(_Model):
 
 
 class ServerRoute(_Model):
+    """Vapi's assistant-request: the number's server picks the assistant for each call."""
+
     url: str
-    secret: str | None = None
-    timeoutSeconds: float = Field(7.5, gt=0)
+    secret: str | None = Field(None, description="sent as X-Vapi-Secret and used as the HMAC signing key")
+    timeoutSeconds: float = Field(7.5, gt=0, description="how long the caller hears ringing while we wait")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers sent with the request")
 
     @field_validator("url")
     @classmethod
@@ -154,28 +157,53 @@ class ServerRoute(_Model):
         return v
 
 
+DEFAULT_ERROR_MESSAGE = "Sorry, we cannot take your call right now. Please try again later. Goodbye."
+
+
 class NumberRoute(_Model):
+    """One entry of ``numbers:``. An inline assistant (a mapping) or ``assistant_file`` is registered at load
+    under the name ``number:<number>``, so after loading ``assistant`` is always a name."""
+
     number: str = Field(description="DID (exact), a prefix pattern like '+1555*', or '*'")
-    assistant: str | None = None
+    assistant: str | None = Field(None, description="assistant name, or an inline Vapi assistant object")
     echo: bool = False
-    server: ServerRoute | None = None
+    server: ServerRoute | None = Field(None, description="assistant-request server for this number")
+    fallback_assistant: str | None = Field(
+        None, description="assistant (name or inline) used when the assistant-request fails or times out"
+    )
+    on_failure: Literal["error-message", "reject"] = Field(
+        "error-message",
+        description="assistant-request failed and no fallback_assistant: answer and speak error_message, "
+        "or reject the INVITE with 503",
+    )
+    error_message: str = DEFAULT_ERROR_MESSAGE
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="route only INVITEs whose headers match (name -> value or prefix pattern ending in '*')",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> NumberRoute:
         targets = [self.assistant is not None, self.echo, self.server is not None]
         if sum(targets) != 1:
             raise ValueError(
-                f"number {self.number!r} must route to exactly one of assistant, echo: true or server"
+                f"number {self.number!r} must route to exactly one of assistant, assistant_file, echo: true "
+                "or server"
             )
+        if self.fallback_assistant is not None and self.server is None:
+            raise ValueError(f"number {self.number!r}: fallback_assistant needs a server (assistant-request)")
         return self
 
     def matches(self, user: str) -> bool:
-        pattern = self.number
-        if pattern == "*":
-            return True
-        if pattern.endswith("*"):
-            return user.startswith(pattern[:-1])
-        return user == pattern
+        return _pattern_matches(self.number, user)
+
+
+def _pattern_matches(pattern: str, value: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return value == pattern
 
 
 class TrunkConfig(_Model):
@@ -210,6 +238,48 @@ class ProvidersConfig(_Model):
     elevenlabs: ProviderConfig = ProviderConfig()
 
 
+class StorageConfig(_Model):
+    path: str = Field(
+        "var/voicegw.sqlite3",
+        description="SQLite database (assistants created over the API, call records, the webhook outbox); "
+        "its directory is created at start",
+    )
+
+
+class WebhookConfig(_Model):
+    """Delivery of server messages: at-least-once through the outbox, retried with exponential back-off."""
+
+    timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt")
+    initial_backoff_seconds: float = Field(1.0, gt=0)
+    max_backoff_seconds: float = Field(300.0, gt=0)
+    max_age_seconds: float = Field(86400.0, gt=0, description="give a message up after this long undelivered")
+    signing_secret: str | None = Field(
+        None, description="HMAC key for servers configured without a secret (none: such messages are unsigned)"
+    )
+
+
+class TransferConfig(_Model):
+    allow: list[str] = Field(
+        default_factory=list,
+        description="destinations transfers may reach (toll-fraud guard): numbers or prefixes like '+1555*', "
+        "SIP URIs or patterns like 'sip:*@pbx.example.com', or '*' for any. Empty: every transfer is refused",
+    )
+
+    def allows(self, destination: str) -> bool:
+        """``destination``: an E.164-ish number or a sip:/sips: URI (parameters ignored)."""
+        target = destination.strip()
+        for pattern in self.allow:
+            if pattern == "*":
+                return True
+            if "*" in pattern[:-1]:
+                head, _, tail = pattern.partition("*")
+                if target.startswith(head) and target.endswith(tail) and len(target) >= len(head) + len(tail):
+                    return True
+            elif _pattern_matches(pattern, target):
+                return True
+        return False
+
+
 class LogConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     sip_trace: bool = Field(False, description="log every SIP message sent and received")
@@ -226,6 +296,9 @@ class GatewayConfig(_Model):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     providers: ProvidersConfig = ProvidersConfig()
     log: LogConfig = LogConfig()
+    storage: StorageConfig = StorageConfig()
+    webhooks: WebhookConfig = WebhookConfig()
+    transfers: TransferConfig = TransferConfig()
 
     _parsed_assistants: dict[str, Assistant] = PrivateAttr(default_factory=dict)
     _warnings: tuple[str, ...] = PrivateAttr(default=())
@@ -268,9 +341,11 @@ class GatewayConfig(_Model):
     @model_validator(mode="after")
     def _check_refs(self) -> GatewayConfig:
         for i, route in enumerate(self.numbers):
-            if route.assistant is not None and route.assistant not in self.assistants:
-                known = ", ".join(sorted(self.assistants)) or "none defined"
-                raise ValueError(f"numbers.{i}.assistant: unknown assistant {route.assistant!r} ({known})")
+            for key in ("assistant", "fallback_assistant"):
+                name = getattr(route, key)
+                if name is not None and name not in self.assistants:
+                    known = ", ".join(sorted(self.assistants)) or "none defined"
+                    raise ValueError(f"numbers.{i}.{key}: unknown assistant {name!r} ({known})")
         names = [t.name for t in self.trunks]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -278,7 +353,8 @@ class GatewayConfig(_Model):
         return self
 
     def route_for(self, user: str) -> NumberRoute | None:
-        return next((r for r in self.numbers if r.matches(user)), None)
+        """The first number matching ``user`` that has no header conditions (see gateway.routing)."""
+        return next((r for r in self.numbers if r.matches(user) and not r.headers), None)
 
     def trunk(self, name: str) -> TrunkConfig | None:
         return next((t for t in self.trunks if t.name == name), None)
@@ -308,26 +384,67 @@ def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
     return expanded
 
 
+def _read_assistant_file(value: str, base: Path, where: str) -> dict[str, Any]:
+    path = (base / value).resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    try:
+        loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: {path} is not valid JSON/YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{where}: {path} does not hold an assistant object")
+    return loaded
+
+
 def _load_assistant_files(raw: dict[str, Any], base: Path) -> None:
+    """Read assistant files, and register the numbers' inline assistants and ``assistant_file`` under the
+    name ``number:<number>`` (``fallback:<number>`` for an inline ``fallback_assistant``)."""
     assistants = raw.get("assistants")
+    if assistants is None:
+        assistants = raw["assistants"] = {}
     if not isinstance(assistants, dict):
         return
     for name, value in list(assistants.items()):
         if isinstance(value, str):
-            path = (base / value).resolve()
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise ConfigError(f"assistants.{name}: cannot read {path}: {exc.strerror}") from None
-            try:
-                loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            except (json.JSONDecodeError, yaml.YAMLError) as exc:
-                raise ConfigError(f"assistants.{name}: {path} is not valid JSON/YAML: {exc}") from None
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"assistants.{name}: {path} does not hold an assistant object")
-            assistants[name] = loaded
+            assistants[name] = _read_assistant_file(value, base, f"assistants.{name}")
         elif value is None:
             assistants[name] = {}
+    numbers = raw.get("numbers")
+    if not isinstance(numbers, list):
+        return
+    for i, route in enumerate(numbers):
+        if not isinstance(route, dict):
+            continue
+        number = route.get("number")
+        file = route.pop("assistant_file", None)
+        if file is not None:
+            if "assistant" in route:
+                raise ConfigError(f"numbers.{i}: give assistant or assistant_file, not both")
+            if not isinstance(file, str):
+                raise ConfigError(f"numbers.{i}.assistant_file: must be a path")
+            route["assistant"] = _read_assistant_file(file, base, f"numbers.{i}.assistant_file")
+        for key, prefix in (("assistant", "number"), ("fallback_assistant", "fallback")):
+            inline = route.get(key)
+            if isinstance(inline, dict):
+                name = f"{prefix}:{number}"
+                assistants[name] = inline
+                route[key] = name
+
+
+def _resolve_storage(raw: dict[str, Any], base: Path) -> None:
+    """A relative ``storage.path`` (and the default) is relative to the config file's directory, so two
+    gateways started from two config files never share a database by accident."""
+    storage = raw.get("storage")
+    if storage is None:
+        storage = raw["storage"] = {}
+    if not isinstance(storage, dict):
+        return
+    path = storage.get("path", StorageConfig.model_fields["path"].default)
+    if isinstance(path, str) and path != ":memory:" and not Path(path).is_absolute():
+        storage["path"] = str((base / path).resolve())
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -350,6 +467,8 @@ def load_config_text(text: str, *, env: Mapping[str, str] | None = None, base: P
         raise ConfigError("the configuration must be a YAML mapping at the top level")
     raw = expand_env(raw, os.environ if env is None else env)
     _load_assistant_files(raw, base or Path.cwd())
+    if base is not None:
+        _resolve_storage(raw, base)
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

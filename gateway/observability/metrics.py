@@ -128,6 +128,40 @@ class Metrics:
             "voicegw_pipeline_frames_dropped", "Caller audio frames dropped before STT, by reason", ["reason"],
             registry=r,
         )
+        # control plane
+        self.assistant_requests = Counter(
+            "voicegw_assistant_requests", "assistant-request exchanges, by result (assistant, transfer, error, "
+            "failed)", ["result"], registry=r,
+        )
+        self.assistant_request_seconds = Histogram(
+            "voicegw_assistant_request_seconds", "assistant-request POST to its answer (or the timeout)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 7.5, 15), registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "voicegw_webhook_deliveries", "Server message delivery attempts, by result (delivered, retry, "
+            "failed: given up)", ["result"], registry=r,
+        )
+        self.webhook_outbox_depth = Gauge(
+            "voicegw_webhook_outbox_depth", "Server messages waiting in the outbox", registry=r
+        )
+        self.webhook_delivery_seconds = Histogram(
+            "voicegw_webhook_delivery_seconds", "Server message enqueued to delivered (including retries)",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600), registry=r,
+        )
+        self.tool_calls = Counter(
+            "voicegw_tool_calls", "Tool calls by tool type and result (ok, failed, timeout)", ["type", "result"],
+            registry=r,
+        )
+        self.transfers = Counter(
+            "voicegw_transfers", "Call transfers by mode (blind, warm) and result (completed, refer-refused, "
+            "bridged, failed, refused-destination)", ["mode", "result"], registry=r,
+        )
+        self.dtmf_sent = Counter("voicegw_dtmf_digits_sent", "DTMF digits sent (RFC 4733 or SIP INFO)", ["method"],
+                                 registry=r)
+        self.api_requests = Counter(
+            "voicegw_api_requests", "HTTP API requests by route template and status class", ["route", "status_class"],
+            registry=r,
+        )
 
 
 def status_class(code: int) -> str:

@@ -135,6 +135,7 @@ class ConversationSession:
         self._last_activity = self._started_at  # caller speech or assistant speech ended
         self._idle_spoken = 0
         self._in_tool = 0
+        self.running = asyncio.Event()  # set once run() has started (controls may act from then on)
         self._assistant_speaking = False
         self._user_speaking = False
         self._turns = 0
@@ -159,6 +160,7 @@ class ConversationSession:
                 tg.create_task(self._pump())
                 tg.create_task(self._timers_loop())
                 self._start_conversation()
+                self.running.set()
                 await self._done.wait()
                 raise _Stop
         except* _Stop:
