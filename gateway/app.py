@@ -21,6 +21,7 @@ from gateway.pipeline.factory import ProviderPool
 from gateway.registration import Registrations
 from gateway.transport.playout import PlayoutScheduler
 from gateway.ua import UserAgent
+from gateway.webhooks import Webhooks
 
 DRAIN_GRACE_SECONDS = 30.0
 
@@ -36,6 +37,7 @@ class Gateway:
     registrations: Registrations
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     drain_grace: float = DRAIN_GRACE_SECONDS
+    webhooks: Webhooks | None = None
 
     def request_stop(self, *, drain: bool = True) -> None:
         if not drain:
@@ -53,12 +55,18 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         providers = ProviderPool(config.providers)
         calls = CallManager(config, ua, metrics, tasks, playout=playout, providers=providers)
         registrations = Registrations(config, ua, metrics, tasks)
-        gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations)
+        # Server messages: the outbox lives in the storage file; the dispatcher watches every call.
+        webhooks = Webhooks.open(config, metrics)
+        calls.observers.append(webhooks.dispatcher)
+        gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations,
+                          webhooks=webhooks)
         try:
             addr = await ua.start()
         except OSError as exc:
             log.error("sip_bind_failed", listen=config.sip.listen, error=str(exc))
+            webhooks.outbox.close()
             raise
+        tasks.create_task(webhooks.run())
         log.info(
             "gateway_started",
             sip=f"{addr[0]}:{addr[1]}",
@@ -75,6 +83,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         await gateway.stop_event.wait()
         log.info("gateway_draining", calls=len(calls.calls), grace=gateway.drain_grace)
         await calls.drain(gateway.drain_grace)
+        await webhooks.stop()  # after the calls: their end-of-call reports are in the outbox by now
         playout.close()
         await registrations.stop()
         await providers.aclose()
