@@ -69,7 +69,7 @@ def test_malformed_sipfrag_is_the_peers_fault(body: bytes) -> None:
     assert info.value.status_code == 400
 
 
-@given(st.integers(100, 699), st.text(st.characters(min_codepoint=0x20, exclude_characters="\x7f"), max_size=40))
+@given(st.integers(100, 699), st.text(st.characters(min_codepoint=0x20, exclude_characters="\x7f", exclude_categories=("Cs",)), max_size=40))
 def test_any_status_line_round_trips(code: int, reason: str) -> None:
     status = parse_sipfrag(f"SIP/2.0 {code} {reason}\r\n".encode())
     assert status.status_code == code
