@@ -1,4 +1,5 @@
-"""Command line: ``voicegw serve --config PATH``, ``voicegw check-config PATH``, ``voicegw config-schema``."""
+"""Command line: ``voicegw serve --config PATH``, ``voicegw check-config PATH``, ``voicegw config-schema``, and
+the API commands (``voicegw call|assistant|logs ...``, see gateway.cli_api)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from gateway.cli_api import add_commands as add_api_commands
+from gateway.cli_api import run as run_api_command
 from gateway.config import ConfigError, config_json_schema, load_config
 
 
@@ -50,11 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_check_config)
     schema = sub.add_parser("config-schema", help="print the JSON schema of the config")
     schema.set_defaults(func=_cmd_config_schema)
+    add_api_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "api_func", None) is not None:
+        return run_api_command(args)
     result: int = args.func(args)
     return result
 
