@@ -12,6 +12,11 @@ the negotiated codec (PCMA stays PCMA) → G.711 Appendix I concealment for miss
 line, encode with the same codec into the next outbound packet, which the send phase puts on the wire.
 The same tick services the RTCP session and DTMF timers, so a call costs no timer of its own.
 
+Send path for DTMF (RFC 4733 §2.5): :meth:`CallMedia.send_dtmf` queues digits; the tick drives a
+:class:`DtmfSender` on the same 20 ms grid, and while a digit plays its telephone-event packet takes the
+place of the assistant's audio packet (same SSRC, same sequence space: §2.1 "the RTP sequence number ... is
+shared with the audio"); the assistant's audio waits and resumes after the digits.
+
 The echo line sends the caller's audio back so users can verify a trunk's audio both ways.
 """
 
@@ -22,14 +27,14 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from gateway.codecs.plc import Concealer
 from gateway.codecs.registry import Codec, CodecRegistry
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
-from gateway.rtp.dtmf import DtmfReceiver
+from gateway.rtp.dtmf import DIGIT_EVENTS, DtmfReceiver, DtmfSender
 from gateway.rtp.jitter import FrameKind, JitterBuffer, JitterStats, PushResult
 from gateway.rtp.mos import estimate_mos
 from gateway.rtp.packet import RtpPacket
@@ -45,6 +50,9 @@ __all__ = ["CallMedia", "Conversation", "DtmfEvent", "MediaStats"]
 
 COMFORT_NOISE_PT = 13  # RFC 3551 §6 Table 4 / RFC 3389
 DTMF_QUEUE_LIMIT = 64
+DTMF_TONE_MS = 100  # each digit we send (ITU-T Q.24 asks for at least 40 ms of tone)
+DTMF_GAP_SECONDS = 0.06  # after the last end packet; with the two end retransmissions ~100 ms of no tone
+DTMF_SEND_LIMIT = 64  # digits waiting to be sent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +188,10 @@ class CallMedia:
         self._last_now = 0.0
         self.conversation: Conversation | None = None
         self._voice_buf = bytearray()  # arrival-order caller audio cut into 20 ms frames for the VAD
+        self._dtmf_out: DtmfSender | None = None
+        self._dtmf_pending = ""  # digits queued by send_dtmf, handed to the sender on the next tick
+        self._dtmf_waiters: list[asyncio.Future[None]] = []
+        self.digits_sent = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -212,6 +224,8 @@ class CallMedia:
             self.metrics.call_mos.observe(stats.mos)
         self.log.info("media_stats", **stats.log_fields())
         self.endpoint.close()
+        self._dtmf_pending = ""
+        self._release_dtmf_waiters(ConnectionError("the call's media is closed"))
 
     def apply(self, params: NegotiatedAudio) -> None:
         """New negotiated parameters (answer, re-INVITE, UPDATE): remote address, codec, direction."""
@@ -234,6 +248,8 @@ class CallMedia:
                 self.dtmf = DtmfReceiver(params.dtmf_payload_type)
         else:
             self.dtmf = None
+        if self._dtmf_out is not None and self._dtmf_out.payload_type != params.dtmf_payload_type:
+            self._dtmf_out = None  # a digit being sent is cut; the pending ones go out with the new payload type
         if self.rtcp is None and params.remote_rtcp_port:
             self.rtcp = RtcpSession(
                 ssrc=self.ssrc,
@@ -338,6 +354,82 @@ class CallMedia:
         if self.on_dtmf is not None:
             self.on_dtmf(event)
 
+    @property
+    def can_send_rfc4733(self) -> bool:
+        """The peer negotiated telephone-event (RFC 4733 §7.1.1 ``a=rtpmap:<pt> telephone-event/8000``)."""
+        return self.params is not None and self.params.dtmf_payload_type is not None
+
+    def send_dtmf(self, digits: str) -> asyncio.Future[None]:
+        """Send ``digits`` (0-9 * # A-D) as RFC 4733 events, after any digits already queued; the future is
+        done once the last end packet of the queue has gone out. Raises ``ValueError`` (our misuse) for a
+        character that is not a digit, when the queue is full, or when telephone-event was not negotiated."""
+        digits = digits.upper()
+        bad = [c for c in digits if c not in DIGIT_EVENTS]
+        if bad:
+            raise ValueError(f"not DTMF digits: {''.join(bad)!r}")
+        if not self.can_send_rfc4733:
+            raise ValueError("the peer did not negotiate telephone-event")
+        if len(self._dtmf_pending) + len(digits) > DTMF_SEND_LIMIT:
+            raise ValueError(f"more than {DTMF_SEND_LIMIT} digits waiting to be sent")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(ConnectionError("the call's media is closed"))
+            return future
+        self._dtmf_pending += digits
+        self._dtmf_waiters.append(future)
+        if not digits and not self._dtmf_busy:
+            self._release_dtmf_waiters(None)
+        return future
+
+    @property
+    def _dtmf_busy(self) -> bool:
+        return bool(self._dtmf_pending) or (self._dtmf_out is not None and self._dtmf_out.busy)
+
+    def _release_dtmf_waiters(self, error: BaseException | None) -> None:
+        waiters, self._dtmf_waiters = self._dtmf_waiters, []
+        for future in waiters:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def _dtmf_packet(self, rx: _Receive, tick: int, now: float) -> RtpPacket | None:
+        """This tick's telephone-event packet, or None (a pause between digits). ``now`` is the tick's
+        send time: the sender's 20 ms updates fall on the playout grid."""
+        params = self.params
+        assert params is not None and params.dtmf_payload_type is not None
+        sender = self._dtmf_out
+        if sender is None:
+            sender = self._dtmf_out = DtmfSender(
+                payload_type=params.dtmf_payload_type, ssrc=self.ssrc, clock_rate=rx.codec.clock_rate,
+                next_sequence_number=lambda: rx.outbound.next_sequence_number,
+                update_interval=self._interval(), inter_digit_gap=DTMF_GAP_SECONDS,
+            )
+        if self._dtmf_pending:
+            digits, self._dtmf_pending = self._dtmf_pending, ""
+            # anchored on the audio clock: the event's timestamp is the audio timestamp of this tick
+            sender.send_digits(digits, timestamp=rx.outbound.timestamp(tick), now=now, duration_ms=DTMF_TONE_MS)
+        timer = sender.get_timer()
+        # the grid and the sender add up the same 20 ms differently; half a tick of slack absorbs the rounding
+        if timer is not None and timer <= now + self._interval() / 2:
+            sender.handle_timer(max(now, timer))
+        packets = sender.packets_to_send()
+        if not packets:
+            rx.outbound.silence(tick)
+            return None
+        # One packet per tick (updates every interval, never two in one); the audio stream numbers it.
+        event = packets[-1]
+        packet = replace(rx.outbound.packet(tick, event.payload), payload_type=event.payload_type,
+                         timestamp=event.timestamp, marker=event.marker)
+        if event.marker:
+            self.digits_sent += 1
+            self.metrics.dtmf_sent.labels("rfc4733").inc()
+        if not sender.busy:
+            rx.outbound.silence(tick)  # the audio after the digits is a new talk spurt (marker bit)
+        return packet
+
     # -- playout (PlayoutStream) ------------------------------------------------------------------
 
     def prepare(self, tick: int, now: float) -> None:
@@ -370,6 +462,19 @@ class CallMedia:
         if conversation is not None:
             encoded = frame.payload if kind is FrameKind.AUDIO else None
             conversation.on_tick(encoded, STT_ENCODINGS.get(rx.codec.name, "linear16"), pcm, now)
+        if self._dtmf_busy and self.sending and self.can_send_rfc4733:
+            # A digit replaces the audio of this tick; the assistant's audio waits (next_frame not called).
+            assert self.playout is not None
+            dtmf = self._dtmf_packet(rx, tick, self.playout.tick_time(tick))
+            if not self._dtmf_busy:
+                self._release_dtmf_waiters(None)
+            if dtmf is not None:
+                self._pending = dtmf.serialize()
+                self._pending_tick = tick
+                if rtcp is not None:
+                    rtcp.on_rtp_sent(dtmf, now)
+            return
+        if conversation is not None:
             assert self.playout is not None
             pcm = conversation.next_frame(self.playout.tick_time(tick))
             if not self.sending:
