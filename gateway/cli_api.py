@@ -122,7 +122,7 @@ def _show(obj: Any, args: argparse.Namespace, columns: Sequence[tuple[str, str]]
 def _items(payload: Any) -> list[dict[str, Any]]:
     """A list response, bare or wrapped (``{"results": [...]}``)."""
     if isinstance(payload, dict):
-        for key in ("results", "items", "data"):
+        for key in ("results", "items", "data", "events"):
             if isinstance(payload.get(key), list):
                 return list(payload[key])
     return list(payload) if isinstance(payload, list) else []

@@ -101,10 +101,10 @@ def test_assistant_create_reads_yaml_and_logs_print_one_line_per_event(tmp_path:
                          [(201, {"id": "a-1", "name": "Support", "model": {"provider": "rules"}})])
     assert code == 0 and json.loads(rec.requests[0].content) == {"name": "Support", "model": {"provider": "rules"}}
     assert "a-1" in out and "Support" in out
-    code, out, rec = cli(["logs", "calls", "c-1"], [(200, [
+    code, out, rec = cli(["logs", "calls", "c-1"], [(200, {"callId": "c-1", "events": [
         {"time": "2026-11-21T10:00:00.000Z", "type": "status-update", "status": "ringing"},
         {"time": "2026-11-21T10:00:01.000Z", "type": "transcript", "role": "assistant", "transcript": "Hi"},
-    ])])
+    ]})])
     assert code == 0 and rec.requests[0].url.path == "/call/c-1/logs"
     assert out.splitlines() == [
         "2026-11-21T10:00:00.000Z  status-update      status=ringing",
