@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway import call_transfer
 from gateway.assistants import AssistantError, parse_assistant
 from gateway.call_assistant import CallConversation
 from gateway.call_media import CallMedia
@@ -50,6 +51,7 @@ from gateway.sip.uri import SipUri
 from gateway.transport.sip_transport import Addr
 
 if TYPE_CHECKING:
+    from gateway.call_transfer import CallTransfer
     from gateway.calls import CallManager
 
 
@@ -126,6 +128,9 @@ class Call:
         self._last_ack: Request | None = None
         self._offer_out: SessionDescription | None = None  # our offer in a refresh re-INVITE
         self._reinvite_out: ClientTransactionId | None = None
+        # transfer (gateway.call_transfer): the one running, and where the call was sent (call.destination)
+        self.transfer: CallTransfer | None = None
+        self.transfer_destination: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,6 +174,9 @@ class Call:
         self._children.add(task)
         task.add_done_callback(self._children.discard)
 
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
     def update_status(self, status: str) -> None:
         """Vapi's ``call.status`` changed: observers send ``status-update``."""
         if status == self.status:
@@ -194,6 +202,8 @@ class Call:
 
     def hangup(self, reason: str = "assistant-ended-call") -> None:
         """Our side ends the call: BYE when confirmed, CANCEL or a final error before that."""
+        if reason == "assistant-forwarded-call" and self.transfer is not None and self.transfer.bridged:
+            return  # the assistant handed the caller to a bridge, which now owns the leg
         match self.state:
             case CallState.CONFIRMED:
                 self.send_bye(reason)
@@ -366,7 +376,10 @@ class Call:
         match request.method:
             case "BYE":
                 self.ua.respond(request, 200)
-                self.finish("customer-ended-call")
+                bridged = self.transfer is not None and self.transfer.bridged
+                self.finish("assistant-forwarded-call" if bridged else "customer-ended-call")
+            case "NOTIFY":
+                call_transfer.on_notify(self, request)  # RFC 3515 §2.4.4: reports on our REFER
             case "INVITE" | "UPDATE":
                 self._on_offer_request(request)
             case "INFO":
@@ -375,6 +388,8 @@ class Call:
             case "OPTIONS":
                 self.ua.respond(request, 200, headers=self.ua.common_headers())
             case _:
+                # REFER included: a peer may not make the gateway dial out (toll fraud); RFC 3515 §2.4.2
+                # lets a UA that does not accept REFER answer it like any method it does not allow.
                 self.ua.respond(request, 405, headers=self.ua.common_headers())
 
     def _on_offer_request(self, request: Request) -> None:
@@ -569,6 +584,11 @@ class Call:
                 return
             self.conversation = CallConversation(self, assistant, variable_values=self.target.variable_values)
             self.conversation.start()
+        elif self.target.kind == "transfer" and self.target.destination is not None:
+            # assistant-request answered with a destination: transfer at once, no assistant.
+            self.spawn(self._transfer_at_once(self.target.destination))
+        elif self.target.kind == "bridge":
+            call_transfer.leg_connected(self)  # the gateway's own leg of a transfer answered
         elif self.target.kind == "error":
             # Speak the error in the local voice, then hang up (assistant-request error or failure).
             self.conversation = CallConversation(
@@ -576,6 +596,10 @@ class Call:
                 end_with=(self.target.ended_reason or "assistant-request-failed", self.target.message or ""),
             )
             self.conversation.start()
+
+    async def _transfer_at_once(self, destination: dict[str, Any]) -> None:
+        result = await call_transfer.transfer(self, destination, source="assistant-request")
+        self.log.info("transfer_result", ok=result.ok, result=result.result, detail=result.detail)
 
     def ack_2xx(self, invite: Request, response: Response) -> None:
         """§13.2.2.4: the ACK for a 2xx is built by the dialog and sent outside any transaction."""
