@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.assistants import Assistant
 from gateway.assistants.variables import default_variables, render_assistant
+from gateway.call_tools import CallTools
 from gateway.call_types import CallState
 from gateway.pipeline.events import (
     ConversationUpdate,
@@ -71,7 +72,7 @@ class CallConversation:
         manager = call.manager
         assistant = render_assistant(self.assistant, self.variables())
         settings = settings_for(assistant)
-        providers = manager.providers.for_assistant(assistant)
+        providers = manager.providers.for_assistant(assistant, tools=CallTools(call, assistant))
         session = ConversationSession(
             settings,
             providers,

@@ -15,7 +15,14 @@ from gateway.assistants.providers import (
     ExactReplacement,
     RulesModel,
 )
-from gateway.assistants.tools import DtmfTool, EndCallTool, FunctionTool, TransferCallTool
+from gateway.assistants.tools import (
+    DtmfTool,
+    EndCallTool,
+    NumberDestination,
+    SipDestination,
+    Tool,
+    TransferCallTool,
+)
 from gateway.pipeline.chunker import PUNCTUATION_BOUNDARIES, ChunkOptions
 from gateway.pipeline.formatter import (
     ExactReplacement as FormatExact,
@@ -26,12 +33,20 @@ from gateway.pipeline.formatter import (
     RegexReplacement,
     Replacement,
 )
-from gateway.pipeline.settings import IdleSettings, KeypadSettings, SessionSettings, ToolBehaviour
+from gateway.pipeline.settings import (
+    IdleSettings,
+    KeypadSettings,
+    SessionSettings,
+    ToolBehaviour,
+    ToolCondition,
+    ToolKind,
+    ToolMessageSpec,
+)
 from gateway.pipeline.turn import CustomEndpointingRule, RegexMatch, TurnOptions
 from gateway.pipeline.vad import VadOptions
 from gateway.providers.base import ChatMessage, LlmOptions, SttOptions, ToolSpec, TtsOptions
 
-__all__ = ["expected_phrases", "settings_for", "tts_options"]
+__all__ = ["DTMF_FUNCTION", "expected_phrases", "settings_for", "tts_options"]
 
 ESPEAK_DEFAULT_VOICE = "en-us"
 
@@ -200,39 +215,104 @@ def _chunk(a: Assistant) -> ChunkOptions:
     )
 
 
+# Vapi's built-in tools when the assistant does not give them a function of its own.
+DTMF_FUNCTION = ToolSpec(
+    name="dtmf",
+    description="Press keys on the phone keypad (DTMF), e.g. to navigate a phone menu or enter a number.",
+    parameters={
+        "type": "object",
+        "properties": {"dtmf": {"type": "string", "description": "The keys to press: 0-9, *, #, A-D."}},
+        "required": ["dtmf"],
+    },
+)
+END_CALL_DESCRIPTION = "End the call when the conversation is over."
+FUNCTION_TIMEOUT_MARGIN = 1.0  # the runner enforces the tool's own deadline; the session's is a backstop
+DTMF_TIMEOUT_SECONDS = 60.0
+TRANSFER_TIMEOUT_SECONDS = 600.0  # a warm transfer waits for the destination to answer and hear a summary
+
+
+def _transfer_function(tool: TransferCallTool) -> ToolSpec:
+    """Vapi's ``transferCall`` function: one ``destination`` argument naming a number or a SIP URI."""
+    choices: list[str] = []
+    lines: list[str] = []
+    for d in tool.destinations:
+        if isinstance(d, NumberDestination):
+            choices.append(d.number)
+        elif isinstance(d, SipDestination):
+            choices.append(d.sip_uri)
+        else:
+            choices.append(d.assistant_name)
+        if d.description:
+            lines.append(f"{choices[-1]}: {d.description}")
+    destination: dict[str, object] = {"type": "string", "description": "The destination to transfer the call to."}
+    if choices:
+        destination["enum"] = choices
+    description = "Transfer the call to a person or another line."
+    if lines:
+        description += " Destinations: " + "; ".join(lines)
+    return ToolSpec(name="transferCall", description=description,
+                    parameters={"type": "object", "properties": {"destination": destination},
+                                "required": ["destination"] if choices else []})
+
+
+def _message_specs(tool: Tool) -> tuple[ToolMessageSpec, ...]:
+    out: list[ToolMessageSpec] = []
+    for m in tool.messages:
+        text = m.content or (m.contents[0].text if m.contents else None)
+        if not text:
+            continue
+        conditions = tuple(
+            ToolCondition(param=str(c.get("param", "")), operator=c.get("operator", "eq"), value=str(c.get("value", "")))
+            for c in m.conditions
+            if isinstance(c, dict) and c.get("operator") in ("eq", "neq", "gt", "gte", "lt", "lte")
+        )
+        out.append(ToolMessageSpec(
+            type=m.type,
+            content=text,
+            # role only exists on request-complete/-failed; "ignored if role is set to system" (endCallAfterSpoken)
+            role=m.role if m.type in ("request-complete", "request-failed") else "assistant",
+            blocking=m.blocking and m.type == "request-start",
+            end_call_after_spoken=m.end_call_after_spoken_enabled and m.role == "assistant",
+            timing_seconds=(m.timing_milliseconds or 1000) / 1000 if m.type == "request-response-delayed" else None,
+            conditions=conditions,
+        ))
+    return tuple(out)
+
+
 def _tools(a: Assistant) -> tuple[tuple[ToolSpec, ...], dict[str, ToolBehaviour]]:
+    """The model's function list and, per function name, what the session does around a call."""
     specs: list[ToolSpec] = []
     behaviour: dict[str, ToolBehaviour] = {}
     for tool in a.model.tools:
-        if isinstance(tool, EndCallTool):
-            name = tool.function.name if tool.function else "endCall"
-            specs.append(ToolSpec(name=name, description=(tool.function.description if tool.function else None)
-                                  or "End the call when the conversation is over."))
-            behaviour[name] = ToolBehaviour(name=name, kind="endCall")
-            continue
-        if tool.function is None:
-            continue
         f = tool.function
-        specs.append(ToolSpec(name=f.name, description=f.description or "", parameters=f.parameters))
-        said: dict[str, str | None] = {}
-        delayed_after = 2.0
-        for m in tool.messages:
-            text = m.content or (m.contents[0].text if m.contents else None)
-            said[m.type] = text
-            if m.type == "request-response-delayed" and m.timing_milliseconds:
-                delayed_after = m.timing_milliseconds / 1000
-        kind = ("function" if isinstance(tool, FunctionTool) else "dtmf" if isinstance(tool, DtmfTool)
-                else "transferCall" if isinstance(tool, TransferCallTool) else "function")
-        timeout = tool.server.timeout_seconds if tool.server is not None else 20.0
-        behaviour[f.name] = ToolBehaviour(
-            name=f.name, kind=kind,  # type: ignore[arg-type]
-            request_start=said.get("request-start"),
-            request_complete=said.get("request-complete"),
-            request_failed=said.get("request-failed"),
-            request_delayed=said.get("request-response-delayed"),
-            delayed_after_seconds=delayed_after,
-            is_async=tool.async_,
+        if isinstance(tool, EndCallTool):
+            spec = ToolSpec(name=f.name if f else "endCall", description=(f.description if f else None)
+                            or END_CALL_DESCRIPTION, parameters=f.parameters if f else {"type": "object", "properties": {}})
+            kind: ToolKind = "endCall"
+            timeout = 5.0
+        elif isinstance(tool, DtmfTool):
+            spec = ToolSpec(name=f.name, description=f.description or DTMF_FUNCTION.description,
+                            parameters=f.parameters) if f else DTMF_FUNCTION
+            kind = "dtmf"
+            timeout = DTMF_TIMEOUT_SECONDS
+        elif isinstance(tool, TransferCallTool):
+            spec = ToolSpec(name=f.name, description=f.description or "", parameters=f.parameters) if f \
+                else _transfer_function(tool)
+            kind = "transferCall"
+            timeout = TRANSFER_TIMEOUT_SECONDS
+        else:
+            assert f is not None  # FunctionTool validates it
+            spec = ToolSpec(name=f.name, description=f.description or "", parameters=f.parameters)
+            kind = "function"
+            server = tool.server if tool.server is not None and tool.server.url else a.webhook_server()
+            timeout = (server.timeout_seconds if server is not None else 20.0) + FUNCTION_TIMEOUT_MARGIN
+        specs.append(spec)
+        behaviour[spec.name] = ToolBehaviour(
+            name=spec.name,
+            kind=kind,
+            messages=_message_specs(tool),
+            is_async=tool.async_ and kind == "function",
             timeout_seconds=timeout,
+            default_fillers=kind == "function" and not tool.async_,
         )
     return tuple(specs), behaviour
-

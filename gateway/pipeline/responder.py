@@ -13,10 +13,13 @@ the call and the next one speaks, the local voice last, so the caller always hea
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.pipeline.chunker import Chunker, ChunkOptions
+from gateway.pipeline.settings import DEFAULT_TOOL_FILLERS, ToolBehaviour, ToolMessageSpec
 from gateway.providers.base import (
     ChatMessage,
     LlmDone,
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Responder", "TtsChain"]
 
 TTS_QUEUE_CHUNKS = 64
+BLOCKING_MESSAGE_DEADLINE = 30.0  # a blocking request-start message is played within this
 
 
 class TtsChain:
@@ -137,8 +141,9 @@ class Responder:
     async def _run(self) -> None:
         s = self.session
         settings = s.settings
-        queue: asyncio.Queue[str | None] = asyncio.Queue(TTS_QUEUE_CHUNKS)
+        queue: asyncio.Queue[_Item] = asyncio.Queue(TTS_QUEUE_CHUNKS)
         end_call = False
+        end_message: str | None = None
         async with asyncio.TaskGroup() as tg:
             tts = tg.create_task(self._tts_worker(queue))
             try:
@@ -162,67 +167,124 @@ class Responder:
                         await queue.put(piece)
                     if not calls:
                         break
-                    end_call = await self._run_tools(calls, queue) or end_call
-                    if s.ending is not None:
+                    result = await self._run_tools(calls, queue)
+                    end_call = end_call or result.end_call
+                    end_message = end_message or result.end_message
+                    if s.ending is not None or end_call or not result.ask_model:
                         break
             finally:
                 await queue.put(None)
             await tts
         if end_call and s.ending is None:
-            # The reply asked to end the call (endCall tool, or a rule): after it has been heard.
-            message = settings.end_call_message
+            # The reply asked to end the call (endCall tool, or a rule): after it has been heard. The endCall
+            # tool's request-start message is what is said last; else the assistant's endCallMessage.
+            message = end_message if end_message is not None else settings.end_call_message
             if message:
                 s.speaker.end(self.utt)
                 s.end_after(s.say(message, kind="end-call", interruptible=False), "assistant-ended-call")
             else:
                 s.end_after(self.utt, "assistant-ended-call")
 
-    async def _tts_worker(self, queue: asyncio.Queue[str | None]) -> None:
+    async def _tts_worker(self, queue: asyncio.Queue[_Item]) -> None:
         s = self.session
         while True:
             piece = await queue.get()
             if piece is None:
                 return
+            if isinstance(piece, asyncio.Event):
+                piece.set()  # everything queued before it has been synthesised
+                continue
             await s.tts.speak_chunk(s.speaker, self.utt, piece, timing=self.timing)
 
-    async def _run_tools(self, calls: tuple[ToolCall, ...], queue: asyncio.Queue[str | None]) -> bool:
-        """Run the model's tool calls; their results go into the history. True: end the call after."""
+    async def _run_tools(self, calls: tuple[ToolCall, ...], queue: asyncio.Queue[_Item]) -> _ToolsResult:
+        """Run the model's tool calls, their results into the history, their messages spoken (Vapi
+        semantics: a request-complete/-failed message with role assistant is spoken *instead of* asking
+        the model again; with role system it is a hint added for the model)."""
         s = self.session
         s.history.append(ChatMessage(role="assistant", content=None, tool_calls=calls))
-        end_call = False
+        result = _ToolsResult()
+        hints: list[str] = []
         for call in calls:
             behaviour = s.settings.tool_behaviour.get(call.name)
+            arguments = _arguments(call.arguments)
             if behaviour is not None and behaviour.kind == "endCall":
-                s.history.append(ChatMessage(role="tool", tool_call_id=call.id, content="Ending the call."))
-                end_call = True
-                continue
-            if behaviour is not None and behaviour.request_start:
-                await queue.put(behaviour.request_start)
-            outcome = await self._call_tool(call, behaviour, queue)
+                start = behaviour.messages_of("request-start", arguments)
+                if start:
+                    result.end_message = self._pick(start).content
+            elif behaviour is not None and not behaviour.is_async:
+                # Vapi request-start: "never triggered for async tools"; without one, a default filler.
+                await self._say_start(behaviour, arguments, queue)
+            outcome = await self._call_tool(call, behaviour, arguments, queue)
             s.history.append(ChatMessage(role="tool", tool_call_id=call.id, content=outcome.content))
-            if behaviour is not None:
-                message = behaviour.request_failed if outcome.failed else behaviour.request_complete
-                if message:
-                    await queue.put(message)
-            end_call = end_call or outcome.end_call
-        return end_call
+            result.end_call = result.end_call or outcome.end_call
+            if behaviour is None or behaviour.kind == "endCall":
+                continue
+            after = behaviour.messages_of("request-failed" if outcome.failed else "request-complete", arguments)
+            if outcome.failed and behaviour.is_async:
+                after = []  # request-failed: "never triggered for async tool calls"
+            spoken = [m for m in after if m.role == "assistant"]
+            hints += [m.content for m in after if m.role == "system"]
+            if spoken:
+                message = self._pick(spoken)
+                await queue.put(message.content)
+                if message.end_call_after_spoken:
+                    result.end_call = True
+            else:
+                # "If this message is not provided, the model will be requested to respond."
+                result.ask_model = True
+        for hint in hints:
+            s.history.append(ChatMessage(role="system", content=hint))
+            result.ask_model = True
+        return result
 
-    async def _call_tool(self, call: ToolCall, behaviour: Any, queue: asyncio.Queue[str | None]) -> ToolOutcome:
+    def _pick(self, messages: list[ToolMessageSpec]) -> ToolMessageSpec:
+        """Vapi: several messages of one type are variants; one is picked each time."""
+        return messages[0] if len(messages) == 1 else self.session._rng.choice(messages)
+
+    async def _say_start(self, behaviour: ToolBehaviour, arguments: dict[str, Any],
+                         queue: asyncio.Queue[_Item]) -> None:
+        s = self.session
+        start = behaviour.messages_of("request-start", arguments)
+        if start:
+            message = self._pick(start)
+        elif behaviour.default_fillers and not behaviour.has_start_message():
+            message = ToolMessageSpec(type="request-start", content=s._rng.choice(DEFAULT_TOOL_FILLERS))
+        else:
+            return
+        await queue.put(message.content)
+        if message.blocking:
+            # "the tool call will only trigger after the message is spoken": the reply so far (with the
+            # message) is played to its end, and what follows the tool goes into a new utterance.
+            synthesised = asyncio.Event()
+            await queue.put(synthesised)
+            async with asyncio.timeout(BLOCKING_MESSAGE_DEADLINE):
+                await synthesised.wait()
+                s.speaker.end(self.utt)
+                while s.speaker.pending(self.utt):
+                    await asyncio.sleep(0.02)
+            self.utt = s.speaker.start("reply", interruptible=True)
+
+    async def _call_tool(self, call: ToolCall, behaviour: ToolBehaviour | None, arguments: dict[str, Any],
+                         queue: asyncio.Queue[_Item]) -> ToolOutcome:
         from gateway.pipeline.session import ToolOutcome
 
         s = self.session
         runner = s.providers.tools
         if runner is None:
+            if behaviour is not None and behaviour.kind == "endCall":
+                return ToolOutcome(content="Ending the call.", end_call=True)
             return ToolOutcome(content=f"Tool {call.name!r} is not available.", failed=True)
         timeout = behaviour.timeout_seconds if behaviour is not None else 20.0
-        delayed = behaviour.request_delayed if behaviour is not None else None
+        delayed = behaviour.messages_of("request-response-delayed", arguments) if behaviour is not None else []
         s.tool_started()
-        handle = None
-        if delayed:
-            # request-response-delayed: spoken if the tool is still running after a while.
-            handle = s.loop.call_later(
-                behaviour.delayed_after_seconds, lambda: None if queue.full() else queue.put_nowait(delayed)
-            )
+        handles = []
+        # request-response-delayed: "same timing means variants; different timings mean staged updates".
+        by_timing: dict[float, list[ToolMessageSpec]] = {}
+        for m in delayed:
+            by_timing.setdefault(m.timing_seconds or 1.0, []).append(m)
+        for after, variants in by_timing.items():
+            text = self._pick(variants).content
+            handles.append(s.loop.call_later(after, _offer, queue, text))
         try:
             async with asyncio.timeout(timeout):
                 return await runner(call.name, call.arguments, call.id)
@@ -232,6 +294,30 @@ class Responder:
         except ProviderError as exc:
             return ToolOutcome(content=f"Tool {call.name!r} failed: {exc.message}", failed=True)
         finally:
-            if handle is not None:
+            for handle in handles:
                 handle.cancel()
             s.tool_finished()
+
+
+@dataclass(slots=True)
+class _ToolsResult:
+    ask_model: bool = False  # some result has no message of its own: the model speaks next
+    end_call: bool = False
+    end_message: str | None = None  # the endCall tool's request-start message
+
+
+_Item = str | asyncio.Event | None  # text to speak, a marker set once reached, the end
+
+
+def _offer(queue: asyncio.Queue[_Item], text: str) -> None:
+    if not queue.full():
+        queue.put_nowait(text)
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """The model's arguments as an object (for message conditions); anything else is no arguments."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -4,15 +4,24 @@ not JSON. :func:`gateway.pipeline.plan.settings_for` builds one from an assistan
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.pipeline.chunker import ChunkOptions
 from gateway.pipeline.turn import TurnOptions
 from gateway.pipeline.vad import VadOptions
 from gateway.providers.base import ChatMessage, LlmOptions, SttOptions, ToolSpec, TtsOptions
 
-__all__ = ["IdleSettings", "KeypadSettings", "SessionSettings", "ToolBehaviour"]
+__all__ = [
+    "DEFAULT_TOOL_FILLERS",
+    "IdleSettings",
+    "KeypadSettings",
+    "SessionSettings",
+    "ToolBehaviour",
+    "ToolCondition",
+    "ToolMessageSpec",
+]
 
 FirstMessageMode = Literal[
     "assistant-speaks-first", "assistant-waits-for-user", "assistant-speaks-first-with-model-generated-message"
@@ -40,12 +49,76 @@ class KeypadSettings:
     delimiters: tuple[str, ...] = ("#",)
 
 
+ToolMessageType = Literal["request-start", "request-complete", "request-failed", "request-response-delayed"]
+ToolKind = Literal["endCall", "function", "dtmf", "transferCall"]
+
+# Vapi ToolMessageStart: "If this message is not provided, one of the default filler messages ... will be used."
+DEFAULT_TOOL_FILLERS = ("Hold on a sec.", "One moment.", "Just a sec.", "Give me a moment.", "This'll just take a sec.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCondition:
+    """Vapi ``Condition``: the tool call's argument ``param`` compared with ``value`` (numbers compare as
+    numbers when both sides are numbers, else as strings)."""
+
+    param: str
+    operator: Literal["eq", "neq", "gt", "gte", "lt", "lte"]
+    value: str
+
+    def matches(self, arguments: Mapping[str, Any]) -> bool:
+        if self.param not in arguments:
+            return False
+        actual: Any = arguments[self.param]
+        if isinstance(actual, bool):
+            actual = "true" if actual else "false"
+        left: Any = actual
+        right: Any = self.value
+        try:
+            left, right = float(actual), float(self.value)
+        except (TypeError, ValueError):
+            left, right = str(actual), self.value
+        match self.operator:
+            case "eq":
+                return bool(left == right)
+            case "neq":
+                return bool(left != right)
+            case "gt":
+                return bool(left > right)
+            case "gte":
+                return bool(left >= right)
+            case "lt":
+                return bool(left < right)
+            case "lte":
+                return bool(left <= right)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolMessageSpec:
+    """One of a tool's ``messages`` (Vapi ``ToolMessageStart/Complete/Failed/Delayed``), resolved to text."""
+
+    type: ToolMessageType
+    content: str
+    role: Literal["assistant", "system"] = "assistant"  # system: a hint for the model, not speech
+    blocking: bool = False  # request-start: the tool runs only once this has been spoken
+    end_call_after_spoken: bool = False  # request-complete / request-failed
+    timing_seconds: float | None = None  # request-response-delayed
+    conditions: tuple[ToolCondition, ...] = ()
+
+    def eligible(self, arguments: Mapping[str, Any]) -> bool:
+        """Vapi: "conditions that the tool call arguments must meet in order for this message to be triggered"."""
+        return all(c.matches(arguments) for c in self.conditions)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolBehaviour:
-    """What the session itself does for a tool the model calls (others go to the tool runner)."""
+    """What the session itself does around a tool the model calls (the call itself goes to the tool runner).
+
+    ``messages`` are the tool's Vapi messages; ``request_start`` ... ``request_delayed`` are a shorthand for
+    assistant-role messages without conditions (both sources are used)."""
 
     name: str
-    kind: Literal["endCall", "function", "dtmf", "transferCall"]
+    kind: ToolKind
+    messages: tuple[ToolMessageSpec, ...] = ()
     request_start: str | None = None  # spoken when the call starts
     request_complete: str | None = None
     request_failed: str | None = None
@@ -53,6 +126,25 @@ class ToolBehaviour:
     delayed_after_seconds: float = 2.0
     is_async: bool = False
     timeout_seconds: float = 20.0
+    default_fillers: bool = False  # speak one of Vapi's default fillers when no request-start is given
+
+    def messages_of(self, type_: ToolMessageType, arguments: Mapping[str, Any]) -> list[ToolMessageSpec]:
+        """The eligible messages of one type, the shorthand field first."""
+        shorthand = {
+            "request-start": self.request_start,
+            "request-complete": self.request_complete,
+            "request-failed": self.request_failed,
+            "request-response-delayed": self.request_delayed,
+        }[type_]
+        out = []
+        if shorthand:
+            timing = self.delayed_after_seconds if type_ == "request-response-delayed" else None
+            out.append(ToolMessageSpec(type=type_, content=shorthand, timing_seconds=timing))
+        out += [m for m in self.messages if m.type == type_ and m.eligible(arguments)]
+        return out
+
+    def has_start_message(self) -> bool:
+        return bool(self.request_start) or any(m.type == "request-start" for m in self.messages)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
