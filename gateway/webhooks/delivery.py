@@ -38,7 +38,8 @@ __all__ = ["DEFAULT_CONCURRENCY", "FLUSH_INTERVAL_SECONDS", "DeliveryWorker"]
 
 DEFAULT_CONCURRENCY = 8
 FLUSH_INTERVAL_SECONDS = 0.1  # buffered messages reach the disk at least this often
-IDLE_POLL_SECONDS = 60.0  # re-read the outbox at least this often (wall-clock jumps, other writers)
+IDLE_POLL_SECONDS = 60.0
+OUTBOX_ERROR_PAUSE_SECONDS = 1.0  # after a database error, before trying again  # re-read the outbox at least this often (wall-clock jumps, other writers)
 
 T = TypeVar("T")
 
@@ -120,7 +121,11 @@ class DeliveryWorker:
                     self.log.info("webhook_outbox_resumed", messages=self.outbox.depth, rescheduled=left)
                 while not self._stopping:
                     self._wake.clear()
-                    due, next_at = await self._in_thread(self._poll, self.clock(), list(self._inflight))
+                    try:
+                        due, next_at = await self._in_thread(self._poll, self.clock(), list(self._inflight))
+                    except Exception as exc:  # a database error must not take the gateway down: retry later
+                        self.log.error("webhook_outbox_error", error=repr(exc), exc_info=exc)
+                        due, next_at = [], self.clock() + OUTBOX_ERROR_PAUSE_SECONDS
                     for message in due:
                         self._inflight[message.call_id] = tasks.create_task(self._deliver(message))
                     self._set_depth()
@@ -169,21 +174,30 @@ class DeliveryWorker:
 
     async def _deliver(self, message: OutboxMessage) -> None:
         try:
-            status, error = await self._post(message)
-            finished = self.clock()
-            if error is None:
-                await self._in_thread(self.outbox.delivered, message.id)
-                if self.metrics is not None:
-                    self.metrics.webhook_deliveries.labels("delivered").inc()
-                    self.metrics.webhook_delivery_seconds.observe(max(0.0, finished - message.created_at))
-                self.log.debug("webhook_delivered", call_id=message.call_id, type=message.type, url=message.url,
-                               status=status, attempt=message.attempts + 1)
-            else:
-                await self._failed(message, status, error, finished)
+            await self._attempt(message)
+        except Exception as exc:  # the outbox failed us: the message stays queued; never crash the worker
+            self.log.error("webhook_outbox_error", call_id=message.call_id, type=message.type, error=repr(exc),
+                           exc_info=exc)
+            with contextlib.suppress(Exception):
+                await self._in_thread(self.outbox.retry, message.id,
+                                      next_attempt_at=self.clock() + OUTBOX_ERROR_PAUSE_SECONDS, error=repr(exc))
         finally:
             self._inflight.pop(message.call_id, None)
             self._set_depth()
             self._wake.set()
+
+    async def _attempt(self, message: OutboxMessage) -> None:
+        status, error = await self._post(message)
+        finished = self.clock()
+        if error is None:
+            await self._in_thread(self.outbox.delivered, message.id)
+            if self.metrics is not None:
+                self.metrics.webhook_deliveries.labels("delivered").inc()
+                self.metrics.webhook_delivery_seconds.observe(max(0.0, finished - message.created_at))
+            self.log.debug("webhook_delivered", call_id=message.call_id, type=message.type, url=message.url,
+                           status=status, attempt=message.attempts + 1)
+        else:
+            await self._failed(message, status, error, finished)
 
     async def _post(self, message: OutboxMessage) -> tuple[int | None, str | None]:
         """One POST: ``(status, None)`` on a 2xx, else ``(status or None, what went wrong)``."""
@@ -198,7 +212,7 @@ class DeliveryWorker:
                                                   timeout=timeout)
         except (TimeoutError, httpx.TimeoutException):
             return None, f"timeout after {timeout:g} s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except OSError as exc:
             return None, f"{type(exc).__name__}: {exc}"

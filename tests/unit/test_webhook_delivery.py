@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -244,5 +245,37 @@ def test_stop_writes_buffered_messages_to_disk(tmp_path: Path) -> None:
         outbox.add(entry("http://127.0.0.1:9/hook", "call-1"))
         await worker.stop()  # never started: still flushes
         assert len(Outbox(path).stored()) == 1
+
+    run(scenario)
+
+
+class FlakyOutbox(Outbox):
+    """Its first ``delivered`` fails as a locked database would."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.failures = 1
+
+    def delivered(self, message_id: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        super().delivered(message_id)
+
+
+def test_a_database_error_is_logged_and_the_message_delivered_again() -> None:
+    async def scenario() -> None:
+        receiver = WebhookReceiver()
+        outbox = FlakyOutbox()
+        with structlog.testing.capture_logs() as logs:
+            async with serve_app(receiver.app) as base, running(new_worker(outbox)) as worker:
+                outbox.add(entry(base + "/hook", "call-1", "end-of-call-report"))
+                worker.wake()
+                await _until(lambda: outbox.depth == 0)
+                assert worker.in_flight == 0
+        errors = [e for e in logs if e["event"] == "webhook_outbox_error"]
+        assert errors and errors[0]["call_id"] == "call-1" and "locked" in errors[0]["error"]
+        # at least once: the POST whose outcome could not be recorded is made again
+        assert [r.type for r in receiver.received] == ["end-of-call-report", "end-of-call-report"]
 
     run(scenario)
