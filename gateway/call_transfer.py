@@ -319,7 +319,6 @@ class CallTransfer:
             headers=[
                 ("Refer-To", refer_to_value(target, headers or None)),
                 *([("Referred-By", referred_by_value(local))] if isinstance(local, SipUri) else []),
-                ("Contact", str(call.contact())),
                 *call.ua.common_headers(),
             ],
         )
