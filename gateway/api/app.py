@@ -32,6 +32,8 @@ from gateway.store import Store
 __all__ = ["create_app"]
 
 API_VERSION = "1"
+# The security scheme (stateless): how the key is read, and how OpenAPI documents it.
+BEARER = HTTPBearer(auto_error=False, description="http.api_key of the gateway's config")
 
 
 def create_app(
@@ -71,10 +73,9 @@ def create_app(
 
 
 def _bearer_check(api_key: str) -> Callable[..., None]:
-    scheme = HTTPBearer(auto_error=False, description="http.api_key of the gateway's config")
     expected = api_key.encode()
 
-    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)]) -> None:
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         given = credentials.credentials.encode() if credentials is not None else b""
         if credentials is None or not hmac.compare_digest(given, expected):
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})

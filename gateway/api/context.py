@@ -18,7 +18,14 @@ from gateway.observability.metrics import Metrics
 from gateway.store import Store
 from gateway.transport.rtp_endpoint import PortPool
 
-__all__ = ["ApiContext", "CallService", "assistant_problem", "problem"]
+__all__ = ["BAD_BODY", "ApiContext", "CallService", "assistant_problem", "field_problem", "problem"]
+
+# FastAPI answers 400 itself when a body cannot be decoded at all (not UTF-8): documented on every route
+# that takes a body. A body that is JSON but wrong is a 422.
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body could not be read (not UTF-8 JSON)", "content": {"application/json": {
+        "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}},
+}
 
 
 class CallService(Protocol):

@@ -57,6 +57,8 @@ class _Response(BaseModel):
 class Customer(_Request):
     """Who to call: ``number`` (dialled through a trunk) or ``sipUri`` (dialled directly)."""
 
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["number"]}, {"required": ["sipUri"]}]})
+
     number: str | None = Field(None, description="the customer's number, E.164 unless numberE164CheckEnabled "
                                "is false", examples=["+15551234567"])
     sip_uri: str | None = Field(None, description="a sip: or sips: URI to dial directly",
@@ -97,6 +99,10 @@ class Customer(_Request):
 
 class CreateCall(_Request):
     """Vapi's ``CreateCallDTO``, the parts a SIP gateway can honour."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["assistantId"]}, {"required": ["assistant"]}]}
+    )
 
     assistant_id: str | None = Field(
         None, description="a config assistant's name or the id of an assistant created with POST /assistant"
@@ -198,7 +204,6 @@ class CallObject(_Response):
     status: str
     created_at: str
     updated_at: str
-    ended_reason: str | None = None
 
 
 class AssistantObject(_Response):

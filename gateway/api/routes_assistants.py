@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from gateway.api.context import ApiContext, assistant_problem, problem
+from gateway.api.context import BAD_BODY, ApiContext, assistant_problem, problem
 from gateway.api.models import AssistantObject, ErrorBody
 from gateway.assistants import AssistantError, parse_assistant
 from gateway.store import dt_to_us
@@ -48,7 +48,8 @@ def assistants_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["Assistants"])
     store = ctx.store
 
-    @router.post("/assistant", status_code=201, response_model=AssistantObject, summary="Create Assistant")
+    @router.post("/assistant", status_code=201, response_model=AssistantObject, responses=BAD_BODY,
+                 summary="Create Assistant")
     async def create_assistant(body: AssistantBody) -> dict[str, Any]:
         record = await store.create_assistant(_validated(body))
         return record.to_json()
@@ -78,7 +79,8 @@ def assistants_router(ctx: ApiContext) -> APIRouter:
             raise problem(404, f"no assistant {id!r}")
         return record.to_json()
 
-    @router.patch("/assistant/{id}", response_model=AssistantObject, responses=_404, summary="Update Assistant")
+    @router.patch("/assistant/{id}", response_model=AssistantObject, responses={**_404, **BAD_BODY},
+                  summary="Update Assistant")
     async def update_assistant(id: str, body: AssistantBody) -> dict[str, Any]:
         record = store.assistant(id)
         if record is None:

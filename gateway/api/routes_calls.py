@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from gateway.api.context import ApiContext, assistant_problem, field_problem, problem
+from gateway.api.context import BAD_BODY, ApiContext, assistant_problem, field_problem, problem
 from gateway.api.models import (
     AddMessageControl,
     CallLog,
@@ -63,7 +63,8 @@ def calls_router(ctx: ApiContext) -> APIRouter:
 
     @router.post(
         "/call", status_code=201, response_model=CallObject, summary="Create Call",
-        responses={400: {"model": ErrorBody, "description": "the call could not be placed"},
+        responses={400: {"model": ErrorBody, "description": "the call could not be placed, or the body could not "
+                         "be read"},
                    503: {"model": ErrorBody, "description": "draining, or no media ports free: retry later"}},
     )
     async def create_call(body: CreateCall) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def calls_router(ctx: ApiContext) -> APIRouter:
 
     @router.post(
         "/call/{id}/control", response_model=ControlAccepted, summary="Live call control",
-        responses={**_404,
+        responses={**_404, **BAD_BODY,
                    409: {"model": ErrorBody, "description": "the call has ended or has no running conversation"},
                    501: {"model": ErrorBody, "description": "transfers are not available in this build"}},
     )
