@@ -1,7 +1,8 @@
 """The one composition root: builds the gateway from a config and runs it until SIGINT/SIGTERM.
 
 SIGTERM drains: OPTIONS and new INVITEs get 503, calls in progress continue up to the grace period, then
-are ended with a BYE; trunk registrations are removed (REGISTER with Expires: 0) before exit.
+are ended with a BYE; trunk registrations are removed (REGISTER with Expires: 0) before exit. The HTTP API
+answers throughout the drain (``/readyz`` says 503) and stops after the calls; the store closes last.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.api import ApiServer, CallRecorder, create_app
 from gateway.calls import CallManager
 from gateway.config import GatewayConfig
 from gateway.observability.logging import configure_logging, get_logger
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.factory import ProviderPool
 from gateway.registration import Registrations
+from gateway.store import Store, StoreError
 from gateway.transport.playout import PlayoutScheduler
 from gateway.ua import UserAgent
 from gateway.webhooks import Webhooks
@@ -38,6 +41,8 @@ class Gateway:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     drain_grace: float = DRAIN_GRACE_SECONDS
     webhooks: Webhooks | None = None
+    store: Store | None = None
+    api: ApiServer | None = None
 
     def request_stop(self, *, drain: bool = True) -> None:
         if not drain:
@@ -58,19 +63,44 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         # Server messages: the outbox lives in the storage file; the dispatcher watches every call.
         webhooks = Webhooks.open(config, metrics)
         calls.observers.append(webhooks.dispatcher)
+        # Assistants created over the API and call records: open before the first INVITE can arrive.
+        store = Store(config.storage.path)
+        try:
+            await store.open()
+        except StoreError as exc:
+            log.error("store_open_failed", path=config.storage.path, error=str(exc))
+            webhooks.outbox.close()
+            raise
+        recorder = CallRecorder(store)
+        calls.assistant_store = store
+        calls.observers.append(recorder)
         gateway = Gateway(config=config, metrics=metrics, ua=ua, calls=calls, registrations=registrations,
-                          webhooks=webhooks)
+                          webhooks=webhooks, store=store)
         try:
             addr = await ua.start()
         except OSError as exc:
             log.error("sip_bind_failed", listen=config.sip.listen, error=str(exc))
             webhooks.outbox.close()
+            await store.close()
             raise
+        app = create_app(calls, store, metrics=metrics, recorder=recorder, api_key=config.http.api_key,
+                         is_ready=lambda: not ua.draining, is_draining=lambda: ua.draining)
+        try:
+            api = ApiServer(app, config.http.listen)
+        except OSError as exc:
+            log.error("http_bind_failed", listen=config.http.listen, error=str(exc))
+            webhooks.outbox.close()
+            await ua.close()
+            await store.close()
+            raise
+        gateway.api = api
+        api_task = tasks.create_task(api.serve())
         tasks.create_task(webhooks.run())
         log.info(
             "gateway_started",
             sip=f"{addr[0]}:{addr[1]}",
             announced=f"{ua.announced[0]}:{ua.announced[1]}",
+            http=f"{api.address[0]}:{api.address[1]}",
             rtp_ports=f"{config.rtp.port_min}-{config.rtp.port_max}",
             numbers=len(config.numbers),
             trunks=len(config.trunks),
@@ -84,10 +114,13 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         log.info("gateway_draining", calls=len(calls.calls), grace=gateway.drain_grace)
         await calls.drain(gateway.drain_grace)
         await webhooks.stop()  # after the calls: their end-of-call reports are in the outbox by now
+        api.stop()  # after the calls too: /readyz said 503 and GET /call answered during the drain
+        await api_task
         playout.close()
         await registrations.stop()
         await providers.aclose()
         await ua.close()
+        await store.close()  # last: the released calls' records are written by now
         log.info("gateway_stopped")
 
 
@@ -125,6 +158,6 @@ def run(config: GatewayConfig) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(main())
-    except* OSError:
-        failed = True  # already logged (sip_bind_failed)
+    except* (OSError, StoreError):
+        failed = True  # already logged (sip_bind_failed, http_bind_failed, store_open_failed)
     return 1 if failed else 0
