@@ -189,7 +189,9 @@ LiveControl = Annotated[
 class ControlAccepted(_Response):
     call_id: str
     type: str
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "pending"] = "ok"
+    transfer: dict[str, Any] | None = Field(None, description="a transfer's outcome: result (completed, "
+                                            "bridged), mode (blind, warm), detail")
 
 
 # -- responses --------------------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ has ended it deletes the stored record and its event log, as Vapi's DELETE delet
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, assert_never
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
 from gateway.api.context import BAD_BODY, ApiContext, assistant_problem, field_problem, problem
 from gateway.api.models import (
@@ -29,6 +29,7 @@ from gateway.api.models import (
 )
 from gateway.assistants import AssistantError, merge_overrides, override_variable_values, parse_assistant
 from gateway.call import Call
+from gateway.call_transfer import transfer
 from gateway.call_types import CallState, CallTarget
 from gateway.calls import CallError
 from gateway.store import CallQuery, dt_to_us, iso_to_us
@@ -37,6 +38,7 @@ __all__ = ["calls_router"]
 
 RETRY_AFTER = "5"
 ENDED_BY_API = "manually-canceled"
+TRANSFER_WAIT_SECONDS = 5.0
 
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no call with this id"}}
 
@@ -167,20 +169,34 @@ def calls_router(ctx: ApiContext) -> APIRouter:
         return {"callId": id, "events": await ctx.store.call_events(id)}
 
     @router.post(
-        "/call/{id}/control", response_model=ControlAccepted, summary="Live call control",
+        "/call/{id}/control", response_model=ControlAccepted, response_model_exclude_none=True,
+        summary="Live call control",
         responses={**_404, **BAD_BODY,
-                   409: {"model": ErrorBody, "description": "the call has ended or has no running conversation"},
-                   501: {"model": ErrorBody, "description": "transfers are not available in this build"}},
+                   202: {"model": ControlAccepted, "description": "transfer started, outcome not known yet"},
+                   403: {"model": ErrorBody, "description": "transfer destination not in transfers.allow"},
+                   409: {"model": ErrorBody, "description": "the call has ended or has no running conversation, "
+                         "or the transfer failed"}},
     )
-    async def control_call(id: str, body: Annotated[LiveControl, Body()]) -> dict[str, Any]:
+    async def control_call(id: str, body: Annotated[LiveControl, Body()], response: Response) -> dict[str, Any]:
         """Vapi's control messages: ``say``, ``add-message``, ``end-call``, ``transfer`` and
         ``control`` (``mute-assistant``/``unmute-assistant``). ``say``, ``add-message`` and mute need the
-        assistant's conversation to be running; ``end-call`` and ``transfer`` work on any live call."""
+        assistant's conversation to be running; ``end-call`` and ``transfer`` work on any answered call.
+        A transfer answers with its outcome when known within a few seconds (``transfer``), else 202 with
+        status ``pending``: follow it in ``GET /call/{id}/logs`` (transfer-update)."""
         call, _ = await find(id)
         if call is None or call.state in (CallState.ENDED, CallState.TERMINATING):
             raise problem(409, f"call {id!r} has ended")
-        await _apply(call, body)
-        return {"callId": id, "type": body.type, "status": "ok"}
+        answer: dict[str, Any] = {"callId": id, "type": body.type, "status": "ok"}
+        if isinstance(body, TransferControl):
+            outcome = await _transfer(call, body)
+            if outcome is None:
+                response.status_code = 202
+                answer["status"] = "pending"
+            else:
+                answer["transfer"] = outcome
+        else:
+            _apply(call, body)
+        return answer
 
     return router
 
@@ -194,8 +210,7 @@ def _session(call: Call) -> Any:
     return session
 
 
-async def _apply(call: Call, body: SayControl | AddMessageControl | EndCallControl | MuteControl
-                 | TransferControl) -> None:
+def _apply(call: Call, body: SayControl | AddMessageControl | EndCallControl | MuteControl) -> None:
     match body:
         case SayControl():
             session = _session(call)
@@ -212,17 +227,22 @@ async def _apply(call: Call, body: SayControl | AddMessageControl | EndCallContr
                 session.end(ENDED_BY_API)
             else:
                 call.hangup(ENDED_BY_API)
-        case TransferControl():
-            await _transfer(call, body)
+        case _:
+            assert_never(body)
 
 
-async def _transfer(call: Call, body: TransferControl) -> None:
-    try:
-        module = importlib.import_module("gateway.call_transfer")
-    except ImportError:
-        raise problem(501, "transfers are not available in this build") from None
+async def _transfer(call: Call, body: TransferControl) -> dict[str, Any] | None:
+    """Start the transfer; its outcome when known within TRANSFER_WAIT_SECONDS (a refused destination is
+    known at once), else None: it goes on in the call's TaskGroup and reports through transfer-update."""
     destination = body.destination.model_dump(by_alias=True, exclude_none=True)
-    result = module.transfer(call, destination, message=body.content, source="api")
-    if hasattr(result, "__await__"):
-        await result
-
+    try:
+        async with asyncio.timeout(TRANSFER_WAIT_SECONDS):
+            result = await transfer(call, destination, message=body.content, source="api")
+    except TimeoutError:
+        return None
+    outcome = {"result": result.result, "mode": result.mode, "detail": result.detail}
+    if result.result == "refused-destination":
+        raise problem(403, f"transfer refused: {result.detail}")
+    if not result.ok:
+        raise problem(409, f"transfer failed: {result.detail}")
+    return outcome

@@ -311,3 +311,46 @@ def test_a_call_stays_live_in_the_list_while_its_record_is_stale() -> None:
             assert [c["status"] for c in r.json()] == ["in-progress"]
 
     run(go())
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [(("completed", True), 200), (("refused-destination", False), 403), (("failed", False), 409), (None, 202)],
+)
+def test_transfer_control_reports_the_outcome(monkeypatch: pytest.MonkeyPatch, outcome: tuple[str, bool] | None,
+                                              status: int) -> None:
+    import asyncio
+
+    from gateway.api import routes_calls
+    from gateway.call_transfer import TransferResult
+
+    started: list[tuple[dict[str, Any], str | None, str]] = []
+
+    async def fake_transfer(call: Any, destination: dict[str, Any], *, message: str | None = None,
+                            source: str = "api") -> TransferResult:
+        started.append((destination, message, source))
+        if outcome is None:
+            await asyncio.sleep(3600)  # still ringing the destination
+        assert outcome is not None
+        return TransferResult(ok=outcome[1], mode="blind", result=outcome[0], detail="why")
+
+    monkeypatch.setattr(routes_calls, "transfer", fake_transfer)
+    monkeypatch.setattr(routes_calls, "TRANSFER_WAIT_SECONDS", 0.05)
+
+    async def go() -> None:
+        async with api() as a:
+            call = await place(a)
+            a.calls.calls[call["id"]].answer(conversation=False)  # no assistant needed to transfer
+            body = {"type": "transfer", "destination": {"type": "number", "number": "+15550001234",
+                                                        "transferPlan": {"mode": "blind-transfer"}},
+                    "content": "Transferring you now"}
+            r = await a.client.post(f"/call/{call['id']}/control", json=body)
+            assert r.status_code == status, r.text
+            assert started == [({"type": "number", "number": "+15550001234",
+                                 "transferPlan": {"mode": "blind-transfer"}}, "Transferring you now", "api")]
+            if status == 200:
+                assert r.json()["transfer"] == {"result": "completed", "mode": "blind", "detail": "why"}
+            if status == 202:
+                assert r.json()["status"] == "pending"
+
+    run(go())
