@@ -286,7 +286,7 @@ def test_add_message_goes_into_history_without_speaking() -> None:
     assert tts.texts == [] and media.out == []
 
 
-def test_tool_call_round_trip_with_request_messages(hello: bytes) -> None:
+def _tool_call(hello: bytes, behaviour: ToolBehaviour, wait_text: str) -> tuple[list[Any], ScriptedLlm, ToneTts]:
     calls: list[tuple[str, str]] = []
 
     async def runner(name: str, arguments: str, call_id: str) -> ToolOutcome:
@@ -301,19 +301,34 @@ def test_tool_call_round_trip_with_request_messages(hello: bytes) -> None:
 
     async def caller(session: Any, media: Any, events: list[Any]) -> None:
         media.say(hello)
-        await wait_for(lambda: "You are booked at ten." in tts.texts)
+        await wait_for(lambda: wait_text in tts.texts)
         await wait_for(lambda: not session.speaker.speaking)
         session.end("customer-ended-call")
 
     run(converse(
-        settings(tools=(ToolSpec(name="book"),), tool_behaviour={"book": ToolBehaviour(
-            name="book", kind="function", request_start="One moment.", request_complete="Done.")}),
+        settings(tools=(ToolSpec(name="book"),), tool_behaviour={"book": behaviour}),
         Providers(stt=ScriptedStt(["book monday"]), llm=llm, tts=[tts], tools=runner), caller))
+    return calls, llm, tts
+
+
+def test_tool_call_round_trip_asks_the_model_again_with_the_result(hello: bytes) -> None:
+    behaviour = ToolBehaviour(name="book", kind="function", request_start="One moment.")
+    calls, llm, tts = _tool_call(hello, behaviour, "You are booked at ten.")
     assert calls == [("book", '{"day": "monday"}')]
-    assert tts.texts == ["One moment.", "Done.", "You are booked at ten."]
+    assert tts.texts == ["One moment.", "You are booked at ten."]
     second = llm.requests[1]
     assert second[-1] == ChatMessage(role="tool", tool_call_id="c1", content='{"slot": "10:00"}')
     assert second[-2].tool_calls[0].name == "book"
+
+
+def test_a_request_complete_message_replaces_the_models_answer(hello: bytes) -> None:
+    """Vapi: "If this message is provided, only this message will be spoken and the model will not be
+    requested to come up with a response. It's an exclusive OR." """
+    behaviour = ToolBehaviour(name="book", kind="function", request_start="One moment.", request_complete="Done.")
+    calls, llm, tts = _tool_call(hello, behaviour, "Done.")
+    assert calls == [("book", '{"day": "monday"}')]
+    assert tts.texts == ["One moment.", "Done."]
+    assert len(llm.requests) == 1
 
 
 def test_stt_keeps_its_encoding_across_a_codec_change() -> None:
