@@ -20,7 +20,7 @@ __all__ = ["CallRecorder"]
 
 # Server messages the call layer builds (CallObserver.call_message) kept in the log, with the fields kept.
 _LOGGED_MESSAGES = ("tool-calls", "tool-calls-result", "transfer-update", "transfer-destination-request",
-                    "hang", "phone-call-control", "voice-input")
+                    "hang", "phone-call-control")
 
 
 class CallRecorder:

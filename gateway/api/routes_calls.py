@@ -8,6 +8,7 @@ has ended it deletes the stored record and its event log, as Vapi's DELETE delet
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, assert_never
 
@@ -139,7 +140,9 @@ def calls_router(ctx: ApiContext) -> APIRouter:
             updated_ge=_us(updated_at_ge), updated_le=_us(updated_at_le),
         )
         live = {call.id: live_object(call) for call in list(manager.calls.values())}
-        found = {r["id"]: r for r in await ctx.store.list_calls(query) if r["id"] not in live}
+        # Stored copies of live calls are replaced by the live objects (fresher): read enough to fill the page.
+        stored = await ctx.store.list_calls(dataclasses.replace(query, limit=limit + len(live)))
+        found = {r["id"]: r for r in stored if r["id"] not in live}
         found.update({cid: obj for cid, obj in live.items() if query.matches(obj)})
         ordered = sorted(found.values(), key=lambda r: (iso_to_us(r["createdAt"]), r["id"]), reverse=True)
         return ordered[:limit]

@@ -354,3 +354,20 @@ def test_transfer_control_reports_the_outcome(monkeypatch: pytest.MonkeyPatch, o
                 assert r.json()["status"] == "pending"
 
     run(go())
+
+
+def test_a_full_page_even_when_stored_copies_of_live_calls_no_longer_match() -> None:
+    async def go() -> None:
+        async with api() as a:
+            ended = [(await place(a))["id"] for _ in range(2)]
+            for call_id in ended:
+                a.calls.calls[call_id].end("customer-ended-call")
+            live = [(await place(a))["id"] for _ in range(2)]
+            for call_id in live:  # moved on without a notification: their stored copies are stale
+                a.calls.calls[call_id].status = "in-progress"
+                a.calls.calls[call_id].answered_at = a.clock() + 60
+            r = await a.client.get("/call", params={"limit": 2, "updatedAtLt": "2030-01-01T00:00:00Z",
+                                                    "updatedAtLe": "2023-11-14T22:13:30Z"})
+            assert [c["id"] for c in r.json()] == ended[::-1]
+
+    run(go())
