@@ -29,6 +29,8 @@ def trunk_config(sipp_port: int, **sip: object) -> GatewayConfig:
         {
             "sip": {"listen": f"127.0.0.1:{free_port()}", **sip},
             "rtp": {"port_min": port_min, "port_max": port_max},
+            "http": {"listen": "127.0.0.1:0"},  # the API on a free port
+            "storage": {"path": ":memory:"},
             "trunks": [
                 {"name": "sipp", "host": "127.0.0.1", "port": sipp_port, "username": USERNAME,
                  "password": PASSWORD}
