@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?=
-APT_PACKAGES := sip-tester espeak-ng sox baresip-core
+APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps run test lint typecheck bench fuzz clean
