@@ -590,7 +590,8 @@ def leg_connected(leg: Call) -> None:
     """The gateway's own leg of a transfer answered (its target is ``bridge`` naming the caller's call)."""
     caller = leg.manager.get(leg.target.name or "")
     job = caller.transfer if caller is not None else None
-    if job is None or job.leg is not leg:
+    # The leg may answer before place_call() has returned it to the transfer (job.leg still None).
+    if job is None or (job.leg is not None and job.leg is not leg):
         leg.log.info("transfer_leg_orphaned", caller_call_id=leg.target.name)
         leg.hangup("customer-ended-call-during-transfer")
         return

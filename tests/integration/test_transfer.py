@@ -93,7 +93,7 @@ class Uas:
 
     def _run(self) -> None:
         self.result = run_sipp(
-            ["-sf", str(SIPP_DIR / "uas_answer_wait_bye.xml"), "-i", "127.0.0.1", "-p", str(self.port), "-m", "1",
+            ["-sf", str(SIPP_DIR / "uas_transfer_destination.xml"), "-i", "127.0.0.1", "-p", str(self.port), "-m", "1",
              "-key", "rtp_port", str(self.rtp_port), "-trace_msg", "-trace_err"], cwd=self.cwd, timeout=60)
 
     def wait(self) -> SippResult:
