@@ -67,7 +67,6 @@ __all__ = [
     "on_notify",
     "transfer",
     "transfer_from_tool",
-    "transfer_tool_function",
 ]
 
 NOTIFY_TIMEOUT = 32.0  # a final sipfrag must follow the 202 within this (RFC 3515 §2.4.7 leaves it open)
@@ -551,27 +550,6 @@ async def transfer_from_tool(call: Call, tool: TransferCallTool, arguments: dict
     if result.ok:
         return ToolOutcome(content="The call was transferred.")
     return ToolOutcome(content=f"The transfer failed: {result.detail}", failed=True)
-
-
-def transfer_tool_function(tool: TransferCallTool) -> dict[str, Any]:
-    """The OpenAI function Vapi exposes for a ``transferCall`` tool without its own ``function``: name
-    ``transferCall`` and a ``destination`` parameter enumerating the destinations (for gateway.pipeline.plan)."""
-    choices = [d for d in tool.destinations if isinstance(d, NumberDestination | SipDestination)]
-    described = "; ".join(f"{d.number if isinstance(d, NumberDestination) else d.sip_uri}: {d.description}"
-                          for d in choices if d.description)
-    return {
-        "name": "transferCall",
-        "description": "Use this function to transfer the call." + (f" Destinations: {described}" if described else ""),
-        "parameters": {
-            "type": "object",
-            "properties": {"destination": {
-                "type": "string",
-                "enum": [d.number if isinstance(d, NumberDestination) else d.sip_uri for d in choices],
-                "description": "The destination to transfer the call to.",
-            }},
-            "required": ["destination"],
-        },
-    }
 
 
 def on_notify(call: Call, request: Request) -> None:

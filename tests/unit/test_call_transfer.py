@@ -8,12 +8,14 @@ from typing import Any
 
 import structlog
 
+from gateway.assistants import parse_assistant
 from gateway.assistants.tools import TransferCallTool
 from gateway.call_bridge import BRIDGE_SLACK_FRAMES, Announcer, Hold, MediaBridge
-from gateway.call_transfer import transfer_from_tool, transfer_tool_function
+from gateway.call_transfer import transfer_from_tool
 from gateway.call_types import CallState
 from gateway.config import TransferConfig
 from gateway.observability.metrics import Metrics
+from gateway.pipeline.plan import settings_for
 
 TOOL = TransferCallTool.model_validate({
     "type": "transferCall",
@@ -77,11 +79,12 @@ def test_unknown_destination_is_the_models_mistake() -> None:
     assert call.manager.messages == [] and call.hung_up == []
 
 
-def test_transfer_tool_function_enumerates_the_destinations() -> None:
-    fn = transfer_tool_function(TOOL)
-    assert fn["name"] == "transferCall"
-    assert fn["parameters"]["properties"]["destination"]["enum"] == ["+15551230000", "sip:support@pbx.example.com"]
-    assert "sales" in fn["description"]
+def test_the_model_sees_transfercall_with_the_destinations_to_choose_from() -> None:
+    assistant = parse_assistant({"model": {"provider": "rules", "tools": [TOOL.model_dump(by_alias=True)]}})
+    (fn,) = settings_for(assistant).tools
+    assert fn.name == "transferCall"
+    assert fn.parameters["properties"]["destination"]["enum"] == ["+15551230000", "sip:support@pbx.example.com"]
+    assert "sales" in (fn.description or "")
 
 
 def frame(value: int) -> bytes:
