@@ -80,6 +80,17 @@ class KamailioProcess:
             lines = list(self.lines)
         return [line for line in lines if contains is None or contains in line]
 
+    def wait_for_log(self, *contains: str, timeout: float) -> str:
+        """The first line holding any of ``contains``, waiting up to ``timeout`` seconds for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.log() if any(text in line for text in contains)]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"kamailio logged none of {contains} within {timeout}s:\n{self.tail()}")
+            time.sleep(0.02)
+
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log()[-n:])
 

@@ -64,13 +64,17 @@ def cluster(tmp_path: Path) -> Iterator[tuple[KamailioProcess, GatewayProcess, G
         )
         yield kam, gw_a, gw_b
     finally:
-        if kam is not None:
-            kam.stop()
-            (tmp_path / "kamailio.log").write_text("\n".join(kam.log()) + "\n")
-        for gw in gateways:
-            gw.stop()
-            # Kept beside the SIPp traces for whoever reads a failure.
-            gw.config_path.with_suffix(".log").write_text("".join(json.dumps(line) + "\n" for line in gw.logs()))
+        _stop_and_keep_logs(tmp_path, kam, gateways)
+
+
+def _stop_and_keep_logs(tmp_path: Path, kam: KamailioProcess | None, gateways: list[GatewayProcess]) -> None:
+    """Stop everything; keep the logs beside the SIPp traces for whoever reads a failure."""
+    if kam is not None:
+        kam.stop()
+        (tmp_path / "kamailio.log").write_text("\n".join(kam.log()) + "\n")
+    for gw in gateways:
+        gw.stop()
+        gw.config_path.with_suffix(".log").write_text("".join(json.dumps(line) + "\n" for line in gw.logs()))
 
 
 def _sipp_through(kam: KamailioProcess, cwd: Path, calls: int = CALLS, rate: int = RATE) -> SippResult:
@@ -117,11 +121,17 @@ def test_two_instances_share_calls_and_one_drains_mid_run_without_a_failed_call(
         running = pool.submit(_sipp_through, kam, tmp_path / "run2")
         gw_a.wait_for_log("call_incoming", count=took_a + 15, timeout=30)
         gw_a.proc.send_signal(signal.SIGTERM)
+        # A's 503 takes it out of the set while A still runs (its calls last 2-3 s): either the next OPTIONS
+        # probe (1 s interval) gets it, or an INVITE that raced the probe does and fails over to B.
+        a_uri = f"sip:127.0.0.1:{gw_a.sip_port}"
+        marked = kam.wait_for_log(f"voicegw instance {a_uri} down", f"{a_uri} failed (503)", timeout=10)
+        a_was_running = gw_a.proc.poll() is None
         second = running.result(timeout=SIPP_TIMEOUT + 40)
     assert second.returncode == 0, _explain(second, kam, tmp_path / "run2")
     assert second.stats.get("SuccessfulCall(C)") == str(CALLS), second.stats
     assert second.stats.get("FailedCall(C)") == "0", second.stats
 
+    assert a_was_running, f"A was taken out only after it exited, not for its 503: {marked}"
     # A drained with calls in progress, and every one of them ended by the caller's BYE, none by the drain.
     assert gw_a.proc.wait(timeout=40) == 0, gw_a.logs()[-10:]
     draining = gw_a.wait_for_log("gateway_draining")
@@ -173,9 +183,7 @@ def test_initial_invite_fails_over_to_the_next_instance(failure: str, tmp_path: 
         assert failed and len(failed) == len(sent_to_bad), kam.tail()
         assert max(sent_to_bad) < failed[0], kam.tail()
     finally:
-        if kam is not None:
-            kam.stop()
         if refuser is not None:
             refuser.terminate()
             refuser.wait(10)
-        gw.stop()
+        _stop_and_keep_logs(tmp_path, kam, [gw])
