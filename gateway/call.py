@@ -146,7 +146,11 @@ class Call:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
-                await self.media.open()
+                try:
+                    await self.media.open()
+                except OSError as exc:
+                    self._media_unavailable(exc)
+                    return
                 start()
                 await self._ended.wait()
                 for task in list(self._children):
@@ -155,6 +159,9 @@ class Call:
             # A failure inside one call ends that call cleanly; it never reaches the server or other calls.
             self.log.error("call_failed", error=repr(group.exceptions[0]), exc_info=group.exceptions[0])
             if self.state is not CallState.ENDED:
+                if self.state is CallState.RINGING and self.direction == "inbound" and self.invite is not None:
+                    # Never leave an INVITE without a final response (§8.2.6 / §13.3.1).
+                    self.ua.respond(self.invite, 500, to_tag=self.local_tag)
                 if self.dialog is not None and self.state is CallState.CONFIRMED:
                     bye = self.dialog.new_request("BYE", via=self.ua.make_via(self.transport))
                     destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
@@ -164,6 +171,15 @@ class Call:
             self._tasks = None
             self.media.close()
             self.manager.release(self)
+
+    def _media_unavailable(self, exc: OSError) -> None:
+        """The call's RTP port could not be bound (taken by another process): refuse cleanly."""
+        self.log.warning("rtp_bind_failed", port=self.rtp_port, error=str(exc))
+        if self.direction == "inbound" and self.invite is not None and self.state is CallState.RINGING:
+            self.manager.metrics.invites.labels("no_ports").inc()
+            self.ua.respond(self.invite, 503, "Media port unavailable", to_tag=self.local_tag,
+                            headers=[("Retry-After", "5")])
+        self.finish("call.start.error-get-transport")
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine inside the call's TaskGroup; it is cancelled when the call ends."""
