@@ -11,12 +11,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: system-deps $(VENV)/.installed
 
-# Debian packages the gateway and its tests use (SIPp as test peer, espeak-ng/sox for speech).
+# Debian packages the gateway and its tests use (SIPp as test peer, espeak-ng/sox for speech, Kamailio and
+# promtool for the scale-out and metrics tests). Kamailio and Prometheus are test tools here: when we install
+# them on a systemd host their services are disabled again (kamailio.service would take port 5060).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  for svc in kamailio prometheus; do \
+	    case " $$missing " in *" $$svc "*) \
+	      if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || true; fi;; \
+	    esac; \
+	  done; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
