@@ -21,7 +21,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fakes._server import main, serve_app
+from tests.fakes._server import main
 
-__all__ = ["Received", "Reply", "WebhookReceiver", "garbage_server", "serve_in_thread"]
+__all__ = ["Received", "Reply", "WebhookReceiver", "garbage_server"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,47 +121,6 @@ class WebhookReceiver:
         async with asyncio.timeout(timeout):
             while not predicate(self):
                 await asyncio.sleep(0.01)
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Any, *, port: int = 0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread of its own (for tests whose gateway is another
-    process); yields the base URL. ``port`` 0 lets the kernel choose."""
-    ready: list[str] = []
-    failed: list[BaseException] = []
-    started = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop: asyncio.Event | None = None
-
-    async def run() -> None:
-        nonlocal stop
-        stop = asyncio.Event()
-        async with serve_app(app, port=port) as base_url:
-            ready.append(base_url)
-            started.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            loop.run_until_complete(run())
-        except BaseException as exc:
-            failed.append(exc)
-        finally:
-            started.set()
-            loop.close()
-
-    thread = threading.Thread(target=target, name="webhook-receiver", daemon=True)
-    thread.start()
-    started.wait(15)
-    if not ready:
-        thread.join(5)
-        raise RuntimeError(f"webhook receiver did not start: {failed!r}")
-    try:
-        yield ready[0]
-    finally:
-        if stop is not None:
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
 
 
 @contextlib.asynccontextmanager

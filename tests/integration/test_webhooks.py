@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.util.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from tests.fakes.webhook_server import Received, WebhookReceiver, serve_in_thread
+from tests.fakes.webhook_server import Received, WebhookReceiver
+from tests.helpers.http_thread import serve_in_thread
 from tests.integration.harness import (
     GatewayProcess,
     free_port,
