@@ -1,5 +1,8 @@
 """The one composition root: builds the gateway from a config and runs it until SIGINT/SIGTERM.
 
+SIGHUP re-reads the config file (gateway.reload): new numbers, assistants and trunks apply to calls that arrive
+afterwards, calls in progress are not touched.
+
 SIGTERM drains: OPTIONS and new INVITEs get 503, calls in progress continue up to the grace period, then
 are ended with a BYE; trunk registrations are removed (REGISTER with Expires: 0) before exit. The HTTP API
 answers throughout the drain (``/readyz`` says 503) and stops after the calls; the store closes last.
@@ -13,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.api import ApiServer, CallRecorder, create_app
 from gateway.calls import CallManager
@@ -21,9 +25,10 @@ from gateway.observability.logging import configure_logging, get_logger
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.factory import ProviderPool
 from gateway.registration import Registrations
+from gateway.reload import Reloader
 from gateway.store import Store, StoreError
 from gateway.transport.playout import PlayoutScheduler
-from gateway.ua import UserAgent
+from gateway.ua import AnnouncedAddressError, UserAgent
 from gateway.webhooks import Webhooks
 
 DRAIN_GRACE_SECONDS = 30.0
@@ -79,7 +84,8 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         try:
             addr = await ua.start()
         except OSError as exc:
-            log.error("sip_bind_failed", listen=config.sip.listen, error=str(exc))
+            event = "announced_address_unknown" if isinstance(exc, AnnouncedAddressError) else "sip_bind_failed"
+            log.error(event, listen=config.sip.listen, error=str(exc))
             webhooks.outbox.close()
             await store.close()
             raise
@@ -124,8 +130,9 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         log.info("gateway_stopped")
 
 
-def run(config: GatewayConfig) -> int:
-    """Entry point of ``voicegw serve``: uvloop where available, signals wired to a graceful stop."""
+def run(config: GatewayConfig, config_path: str | Path | None = None) -> int:
+    """Entry point of ``voicegw serve``: uvloop where available, SIGINT/SIGTERM wired to a graceful stop and
+    SIGHUP to a reload of ``config_path`` (None: the embedded default config)."""
     configure_logging(config.log.level)
     try:
         import uvloop
@@ -149,8 +156,23 @@ def run(config: GatewayConfig) -> int:
             else:
                 server.cancel()
 
+        reloads: set[asyncio.Task[bool]] = set()
+        reloader: Reloader | None = None
+
+        def on_reload() -> None:
+            nonlocal reloader
+            if not ready.done():
+                get_logger("app").warning("config_reload_skipped", reason="not started")
+                return
+            if reloader is None:
+                reloader = Reloader(ready.result(), config_path)
+            task = loop.create_task(reloader.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
         with contextlib.suppress(asyncio.CancelledError):
             await server
 
@@ -159,5 +181,5 @@ def run(config: GatewayConfig) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(main())
     except* (OSError, StoreError):
-        failed = True  # already logged (sip_bind_failed, http_bind_failed, store_open_failed)
+        failed = True  # already logged (sip_bind_failed, announced_address_unknown, http_bind_failed, store_open_failed)
     return 1 if failed else 0

@@ -142,10 +142,8 @@ class CallManager:
         """The address written into SDP c= lines (rtp.public_address, else the announced SIP host)."""
         if self.config.rtp.public_address:
             return self.config.rtp.public_address
-        host = self.ua.announced[0]
-        if host in ("0.0.0.0", "::"):
-            return "127.0.0.1"
-        return host
+        # UserAgent.start replaced a wildcard listen host by the default route's address (or refused to start)
+        return self.ua.announced[0]
 
     def destination_for(self, uri: Uri, *, fallback: Addr) -> Addr:
         """Where to send an in-dialog request: the URI's host when it is an IP literal, else ``fallback``."""

@@ -21,7 +21,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voicegw: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    return run(config)
+    return run(config, args.config)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -191,17 +191,40 @@ class TrunkRegistration:
 
 class Registrations:
     def __init__(self, config: GatewayConfig, ua: UserAgent, metrics: Metrics, tasks: asyncio.TaskGroup) -> None:
+        self.ua = ua
+        self.metrics = metrics
         self.items = [TrunkRegistration(t, ua, metrics) for t in config.trunks if t.register_]
         self._tasks = tasks
-        self._running: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[None]] = {}
 
     def start(self) -> None:
-        self._running = [self._tasks.create_task(item.run()) for item in self.items]
+        self._running = {item.trunk.name: self._tasks.create_task(item.run()) for item in self.items}
+
+    async def reconfigure(self, config: GatewayConfig) -> tuple[int, int, int]:
+        """Config reload: bindings of removed or changed trunks are removed (Expires: 0), new and changed
+        trunks register; unchanged ones keep their binding and refresh schedule. Returns (added, removed,
+        kept)."""
+        wanted = {t.name: t for t in config.trunks if t.register_}
+        keep = [item for item in self.items if wanted.get(item.trunk.name) == item.trunk]
+        gone = [item for item in self.items if item not in keep]
+        for item in gone:
+            task = self._running.pop(item.trunk.name, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*(item.unregister() for item in gone))
+        kept_names = {item.trunk.name for item in keep}
+        added = [TrunkRegistration(t, self.ua, self.metrics) for name, t in wanted.items() if name not in kept_names]
+        for item in added:
+            self._running[item.trunk.name] = self._tasks.create_task(item.run())
+        self.items = keep + added
+        return len(added), len(gone), len(keep)
 
     async def stop(self) -> None:
-        for task in self._running:
+        running = list(self._running.values())
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         await asyncio.gather(*(item.unregister() for item in self.items))
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable
+import socket
+from collections.abc import Callable, Iterable
 from typing import Protocol, assert_never
 
 from gateway.config import GatewayConfig
@@ -74,10 +75,50 @@ class InviteHandler(Protocol):
 
 DialogKey = tuple[str, str, str]  # (Call-ID, local tag, remote tag)
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+# A public address reached by the default route: a UDP connect() only picks the outgoing interface, no packet
+# is sent.
+_PROBE_TARGETS = {socket.AF_INET: "8.8.8.8", socket.AF_INET6: "2001:4860:4860::8888"}
+
+
+class AnnouncedAddressError(OSError):
+    """sip.listen binds all addresses, no public_address is set and no default route gives one."""
+
+
+def default_route_address(listen_host: str, *, socket_factory: Callable[..., socket.socket] = socket.socket) -> str:
+    """The local address of the interface the default route leaves by (same family as ``listen_host``).
+
+    Raises :class:`AnnouncedAddressError` when there is none (no route, or the kernel answers a wildcard)."""
+    family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+    try:
+        with socket_factory(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((_PROBE_TARGETS[family], 9))
+            host = str(probe.getsockname()[0])
+    except OSError as exc:
+        raise AnnouncedAddressError(
+            f"sip.listen {listen_host or '*'} binds all addresses and no default route gives one to announce "
+            f"({exc.strerror or exc}); set sip.public_address"
+        ) from None
+    if host in WILDCARD_HOSTS:
+        raise AnnouncedAddressError(
+            f"sip.listen {listen_host} binds all addresses and the default route has no address; "
+            "set sip.public_address"
+        )
+    return host
+
 
 class UserAgent:
-    def __init__(self, config: GatewayConfig, metrics: Metrics, tasks: asyncio.TaskGroup) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        metrics: Metrics,
+        tasks: asyncio.TaskGroup,
+        *,
+        address_probe: Callable[[str], str] = default_route_address,
+    ) -> None:
         self.config = config
+        self._address_probe = address_probe
+        self._guessed_host: str | None = None
         self.metrics = metrics
         t = config.sip.timers
         self.timers = TimerConfig(t1=t.t1, t2=t.t2, t4=t.t4)
@@ -98,7 +139,12 @@ class UserAgent:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> Addr:
+        """Bind; raises OSError (:class:`AnnouncedAddressError` when there is no address to announce)."""
         host, port = self.config.sip.listen_addr
+        if host in WILDCARD_HOSTS and not self.config.sip.public_address:
+            # Via, Contact and SDP c= must name an address peers can reach, never 0.0.0.0 or ::.
+            self._guessed_host = self._address_probe(host)
+            self.log.info("announced_address_guessed", listen=self.config.sip.listen, announced=self._guessed_host)
         self.local_addr = await self.transport.start(host, port)
         return self.local_addr
 
@@ -112,6 +158,8 @@ class UserAgent:
         """Host and port written into Via and Contact (sip.public_address, else the bound address)."""
         if self.config.sip.public_address:
             return self.config.sip.announced_addr
+        if self._guessed_host is not None:
+            return self._guessed_host, self.local_addr[1]
         return self.local_addr
 
     def now(self) -> float:

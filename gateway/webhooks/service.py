@@ -8,12 +8,12 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from gateway.webhooks.delivery import DeliveryWorker
+from gateway.webhooks.delivery import DeliveryWorker, retry_policy
 from gateway.webhooks.dispatcher import WebhookDispatcher
 from gateway.webhooks.outbox import Outbox
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
+    from gateway.config import GatewayConfig, WebhookConfig
     from gateway.observability.metrics import Metrics
 
 __all__ = ["Webhooks"]
@@ -37,6 +37,12 @@ class Webhooks:
         if metrics is not None:
             metrics.webhook_outbox_depth.set(outbox.depth)
         return cls(outbox, dispatcher, worker)
+
+    def reconfigure(self, config: WebhookConfig) -> None:
+        """Config reload: timeouts, back-off and the signing secret apply to messages from now on."""
+        self.dispatcher.config = config
+        self.worker.config = config
+        self.worker.policy = retry_policy(config)
 
     async def run(self) -> None:
         """Deliver until :meth:`stop` (a task in the server's TaskGroup)."""
