@@ -220,8 +220,7 @@ class CallMedia:
             self.rtcp.close(self._last_now)
             self._flush_rtcp()
         stats = self.media_stats()
-        if stats.mos is not None:
-            self.metrics.call_mos.observe(stats.mos)
+        self._observe(stats)
         self.log.info("media_stats", **stats.log_fields())
         self.endpoint.close()
         self._dtmf_pending = ""
@@ -526,6 +525,24 @@ class CallMedia:
             await asyncio.sleep(remaining)
 
     # -- statistics ------------------------------------------------------------------------------------
+
+    def _observe(self, stats: MediaStats) -> None:
+        """The call's receive quality into the metrics, once, at call end (nothing per packet)."""
+        m = self.metrics
+        if stats.mos is not None:
+            m.call_mos.observe(stats.mos)
+        rx = stats.receiver
+        if rx is not None:
+            # A.3's cumulative loss nets duplicates off ("may be negative"); the metric counts packets never
+            # received, so the duplicates go back in.
+            m.rtp_packets_lost.inc(max(0, rx.cumulative_lost + rx.duplicates))
+            m.rtp_packets_late.inc(rx.late)
+            m.rtp_packets_duplicated.inc(rx.duplicates)
+            m.rtp_jitter_seconds.observe(rx.jitter_seconds)
+        jb = stats.jitter_buffer
+        if jb is not None and rx is not None:
+            m.rtp_frames_concealed.inc(jb.frames_concealed)
+            m.jitter_buffer_delay_seconds.observe(jb.current_delay)
 
     def media_stats(self) -> MediaStats:
         rx = self._rx

@@ -87,6 +87,7 @@ class CallManager:
         self._tasks = tasks
         self.log = get_logger("calls")
         self.ports = PortPool(config.rtp.port_min, config.rtp.port_max)
+        metrics.rtp_port_pool_size.set(self.ports.capacity)
         self.capabilities = codec_specs(CodecRegistry().capabilities())
         self.session_timer_policy = SessionTimerPolicy(
             session_expires=config.sip.session_expires, min_se=config.sip.min_se

@@ -59,7 +59,38 @@ class Metrics:
         self.rtp_packets_dropped = Counter(
             "voicegw_rtp_packets_dropped", "RTP/RTCP packets dropped, by reason", ["reason"], registry=r
         )
+        self.rtp_port_pool_size = Gauge(
+            "voicegw_rtp_port_pool_size", "RTP ports the pool can allocate (capacity)", registry=r
+        )
         self.dtmf_digits = Counter("voicegw_dtmf_digits", "DTMF digits received", ["method"], registry=r)
+        # -- receive quality, observed once per call at its end from the call's media_stats ----------
+        self.rtp_packets_lost = Counter(
+            "voicegw_rtp_packets_lost",
+            "RTP packets expected but never received (RFC 3550 A.3, duplicates not netted off)",
+            registry=r,
+        )
+        self.rtp_packets_late = Counter(
+            "voicegw_rtp_packets_late", "RTP packets that arrived after their playout time", registry=r
+        )
+        self.rtp_packets_duplicated = Counter(
+            "voicegw_rtp_packets_duplicated", "RTP packets received more than once", registry=r
+        )
+        self.rtp_frames_concealed = Counter(
+            "voicegw_rtp_frames_concealed", "20 ms frames concealed (loss, underrun) by the jitter buffer",
+            registry=r,
+        )
+        self.rtp_jitter_seconds = Histogram(
+            "voicegw_rtp_jitter_seconds",
+            "Interarrival jitter of the caller's stream (RFC 3550 A.8), at call end",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5),
+            registry=r,
+        )
+        self.jitter_buffer_delay_seconds = Histogram(
+            "voicegw_jitter_buffer_delay_seconds",
+            "Playout delay the jitter buffer held, at call end",
+            buckets=(0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1),
+            registry=r,
+        )
         # -- media (RTP/RTCP endpoint, playout) -------------------------------------------------
         self.rtp_packets_ignored = Counter(
             "voicegw_rtp_packets_ignored",
