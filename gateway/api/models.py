@@ -144,7 +144,8 @@ class AddMessageControl(_Request):
     type: Literal["add-message"]
     message: ControlMessage
     trigger_response_enabled: bool = Field(
-        True, description="accepted for Vapi compatibility; the reply comes with the caller's next turn"
+        True, description="ask the model for a reply now (unless the assistant is answering or the caller is "
+        "speaking: then that reply or the caller's turn sees the message)"
     )
 
 

@@ -221,7 +221,10 @@ def _apply(call: Call, body: SayControl | AddMessageControl | EndCallControl | M
             if body.end_call_after_spoken:
                 session.end_after(utterance, "assistant-ended-call-after-message-spoken")
         case AddMessageControl():
-            _session(call).add_message(body.message.role, body.message.content)
+            session = _session(call)
+            session.add_message(body.message.role, body.message.content)
+            if body.trigger_response_enabled:
+                session.respond()
         case MuteControl():
             _session(call).mute(body.control == "mute-assistant")
         case EndCallControl():

@@ -282,6 +282,16 @@ class ConversationSession:
         self.history.append(ChatMessage(role=role, content=content))  # type: ignore[arg-type]
         self._emit(ConversationUpdate(messages=tuple(self.history)))
 
+    def respond(self) -> bool:
+        """Ask the model for a reply now, on the history as it is (Vapi ``add-message`` with
+        ``triggerResponseEnabled``). Not while the assistant is already answering or the caller is speaking:
+        that reply, or the caller's turn, will see the history. True when a reply was started."""
+        if (self._tasks is None or self._responder_task is not None or self._user_speaking
+                or self._ending is not None):
+            return False
+        self._start_responder(None, kind="reply", interruptible=True)
+        return True
+
     def mute(self, muted: bool) -> None:
         self._muted = muted
 

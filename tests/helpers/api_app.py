@@ -48,6 +48,7 @@ class FakeSession:
     added: list[tuple[str, str]] = field(default_factory=list)
     muted: bool = False
     history: list[Any] = field(default_factory=list)
+    responses: int = 0  # replies triggered by add-message (triggerResponseEnabled)
 
     def say(self, text: str) -> int:
         self.said.append(text)
@@ -58,6 +59,10 @@ class FakeSession:
 
     def add_message(self, role: str, content: str) -> None:
         self.added.append((role, content))
+
+    def respond(self) -> bool:
+        self.responses += 1
+        return True
 
     def mute(self, muted: bool) -> None:
         self.muted = muted

@@ -223,6 +223,10 @@ def test_control_drives_the_running_conversation() -> None:
             r = await a.client.post(path, json={"type": "add-message", "message": {"role": "system",
                                                                                     "content": "VIP caller"}})
             assert r.status_code == 200 and session.added == [("system", "VIP caller")]
+            assert session.responses == 1  # triggerResponseEnabled defaults to true
+            await a.client.post(path, json={"type": "add-message", "triggerResponseEnabled": False,
+                                            "message": {"role": "system", "content": "quiet"}})
+            assert session.responses == 1 and session.added[-1] == ("system", "quiet")
             await a.client.post(path, json={"type": "control", "control": "mute-assistant"})
             assert session.muted
             await a.client.post(path, json={"type": "control", "control": "unmute-assistant"})

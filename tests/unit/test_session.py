@@ -286,6 +286,24 @@ def test_add_message_goes_into_history_without_speaking() -> None:
     assert tts.texts == [] and media.out == []
 
 
+def test_respond_asks_the_model_now_with_the_added_message() -> None:
+    """Vapi add-message with triggerResponseEnabled: the assistant speaks without waiting for the caller."""
+    tts = ToneTts()
+    llm = ScriptedLlm(["Good news, your order has shipped."])
+
+    async def caller(session: Any, media: Any, events: list[Any]) -> None:
+        await session.running.wait()
+        session.add_message("system", "Tell the caller their order has shipped.")
+        assert session.respond()
+        assert not session.respond()  # already answering: the running reply covers it
+        await wait_for(lambda: "Good news, your order has shipped." in tts.texts)
+        session.end("customer-ended-call")
+
+    run(converse(settings(), Providers(stt=ScriptedStt(), llm=llm, tts=[tts]), caller))
+    (request,) = llm.requests
+    assert request[-1] == ChatMessage(role="system", content="Tell the caller their order has shipped.")
+
+
 def _tool_call(hello: bytes, behaviour: ToolBehaviour, wait_text: str) -> tuple[list[Any], ScriptedLlm, ToneTts]:
     calls: list[tuple[str, str]] = []
 
