@@ -176,7 +176,7 @@ class Call:
         """The call's RTP port could not be bound (taken by another process): refuse cleanly."""
         self.log.warning("rtp_bind_failed", port=self.rtp_port, error=str(exc))
         if self.direction == "inbound" and self.invite is not None and self.state is CallState.RINGING:
-            self.manager.metrics.invites.labels("no_ports").inc()
+            # (already counted as an accepted INVITE: the calls-ended counter shows the reason)
             self.ua.respond(self.invite, 503, "Media port unavailable", to_tag=self.local_tag,
                             headers=[("Retry-After", "5")])
         self.finish("call.start.error-get-transport")
