@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -39,9 +40,16 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, also_tcp: bool = True) -> int:
     raise RuntimeError("no free port")
 
 
+RTP_AREA = (30000, 32767)  # above baresip's RTP ports (10000-29999), below the kernel's ephemeral ports
+_rtp_blocks = itertools.count()
+
+
 def free_rtp_range(size: int = 200) -> tuple[int, int]:
-    """A block of even ports, chosen away from the ephemeral range other tests draw from."""
-    base = 30000 + (os.getpid() % 500) * 40
+    """A block of ports for one gateway, inside RTP_AREA: never in the kernel's ephemeral range (32768+), where
+    any client socket of any process may already hold a port; consecutive gateways of one test run get
+    different blocks (two gateways behind a proxy), and the pid spreads parallel runs."""
+    slots = (RTP_AREA[1] - RTP_AREA[0] + 1) // size
+    base = RTP_AREA[0] + ((os.getpid() + next(_rtp_blocks)) % slots) * size
     return base, base + size - 1
 
 

@@ -45,12 +45,13 @@ def _config(rtp_min: int, rtp_max: int, db: str) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[KamailioProcess, GatewayProcess, GatewayProcess]]:
-    base, _ = free_rtp_range()
-    gw_a = start_gateway(tmp_path, _config(base, base + 199, "a.sqlite3"), name="gw-a")
+    a_min, a_max = free_rtp_range()
+    b_min, b_max = free_rtp_range()  # another block: the two instances never contend for a port
+    gw_a = start_gateway(tmp_path, _config(a_min, a_max, "a.sqlite3"), name="gw-a")
     gateways = [gw_a]
     kam: KamailioProcess | None = None
     try:
-        gw_b = start_gateway(tmp_path, _config(base + 200, base + 399, "b.sqlite3"), name="gw-b")
+        gw_b = start_gateway(tmp_path, _config(b_min, b_max, "b.sqlite3"), name="gw-b")
         gateways.append(gw_b)
         kam = start_kamailio(
             tmp_path / "kamailio",
@@ -155,8 +156,8 @@ def test_initial_invite_fails_over_to_the_next_instance(failure: str, tmp_path: 
     """The dispatcher has not probed yet (60 s interval): an INVITE hashed to an instance that answers 503
     (as a draining voicegw does) or does not answer at all is tried on the next one, and that instance is
     marked inactive; every call succeeds on the healthy gateway."""
-    base, _ = free_rtp_range()
-    gw = start_gateway(tmp_path, _config(base, base + 199, "gw.sqlite3"), name="gw")
+    rtp_min, rtp_max = free_rtp_range()
+    gw = start_gateway(tmp_path, _config(rtp_min, rtp_max, "gw.sqlite3"), name="gw")
     bad_port = free_port()
     refuser: subprocess.Popen[bytes] | None = None
     kam: KamailioProcess | None = None
