@@ -22,6 +22,7 @@ from gateway.api import ApiServer, CallRecorder, create_app
 from gateway.calls import CallManager
 from gateway.config import GatewayConfig
 from gateway.observability.logging import configure_logging, get_logger
+from gateway.observability.loop_monitor import monitor_event_loop
 from gateway.observability.metrics import Metrics
 from gateway.pipeline.factory import ProviderPool
 from gateway.registration import Registrations
@@ -32,6 +33,19 @@ from gateway.ua import AnnouncedAddressError, UserAgent
 from gateway.webhooks import Webhooks
 
 DRAIN_GRACE_SECONDS = 30.0
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_overlap(port_min: int, port_max: int, source: Path = EPHEMERAL_PORTS) -> tuple[int, int] | None:
+    """The part of the RTP range inside the kernel's ephemeral port range, or None. Any outgoing connection
+    of any process (webhooks, provider sockets, a sidecar) may hold a port there, and a call that draws it
+    is refused with 503; operators should move one range or the other."""
+    try:
+        low, high = (int(v) for v in source.read_text().split()[:2])
+    except (OSError, ValueError):
+        return None
+    start, end = max(port_min, low), min(port_max, high)
+    return (start, end) if start <= end else None
 
 
 @dataclass
@@ -102,6 +116,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         gateway.api = api
         api_task = tasks.create_task(api.serve())
         tasks.create_task(webhooks.run())
+        loop_probe = tasks.create_task(monitor_event_loop(metrics))
         log.info(
             "gateway_started",
             sip=f"{addr[0]}:{addr[1]}",
@@ -113,6 +128,14 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         )
         for warning in config.warnings:
             log.warning("config_warning", detail=warning)
+        overlap = ephemeral_overlap(config.rtp.port_min, config.rtp.port_max)
+        if overlap is not None:
+            log.warning(
+                "rtp_ports_overlap_ephemeral",
+                overlap=f"{overlap[0]}-{overlap[1]}",
+                detail="calls drawing a port another socket holds are refused with 503: move rtp.port_min/max "
+                "outside net.ipv4.ip_local_port_range (or narrow that range)",
+            )
         registrations.start()
         if ready is not None and not ready.done():
             ready.set_result(gateway)
@@ -122,6 +145,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         await webhooks.stop()  # after the calls: their end-of-call reports are in the outbox by now
         api.stop()  # after the calls too: /readyz said 503 and GET /call answered during the drain
         await api_task
+        loop_probe.cancel()
         playout.close()
         await registrations.stop()
         await providers.aclose()
