@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import call_transfer
@@ -23,6 +24,7 @@ from gateway.call_outbound import IgnoreOwner, OutboundInvite
 from gateway.call_types import SDP, CallState, CallTarget
 from gateway.config import NumberRoute
 from gateway.observability.logging import get_logger
+from gateway.recording import CallRecording, recording_paths
 from gateway.routing import sip_variables, uri_user
 from gateway.sdp import (
     CodecSpec,
@@ -45,7 +47,7 @@ from gateway.sip.auth import DigestClient
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.headers import NameAddr
-from gateway.sip.message import Request, Response, make_response
+from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.transaction import ClientTransactionId, ServerTransactionId
 from gateway.sip.uri import SipUri
 from gateway.transport.sip_transport import Addr
@@ -131,6 +133,10 @@ class Call:
         # transfer (gateway.call_transfer): the one running, and where the call was sent (call.destination)
         self.transfer: CallTransfer | None = None
         self.transfer_destination: dict[str, Any] | None = None
+        # recording (recordings: config): the stereo WAV and/or the PCAP; path and URL go in call.artifact
+        self.recording: CallRecording | None = None
+        self.recording_path: str | None = None
+        self.recording_url: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,6 +157,7 @@ class Call:
                 except OSError as exc:
                     self._media_unavailable(exc)
                     return
+                self._open_capture()
                 start()
                 await self._ended.wait()
                 for task in list(self._children):
@@ -170,6 +177,7 @@ class Call:
         finally:
             self._tasks = None
             self.media.close()
+            await self._close_recording()
             self.manager.release(self)
 
     def _media_unavailable(self, exc: OSError) -> None:
@@ -313,6 +321,7 @@ class Call:
         to_tag = self.local_tag if request.to.tag is None else None
         response = make_response(request, status, to_tag=to_tag, headers=headers, body=body)
         self.ua.send_response(response)
+        self.capture_sip(response, received=False)
         return response
 
     def on_cancel(self, server_tx: ServerTransactionId) -> None:
@@ -384,6 +393,7 @@ class Call:
 
     def on_request(self, request: Request, server_tx: ServerTransactionId) -> None:
         assert self.dialog is not None
+        self.capture_sip(request, received=True)
         try:
             self.dialog.receive_request(request)
         except RemoteProtocolError as exc:
@@ -540,11 +550,13 @@ class Call:
         assert self.dialog is not None
         destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
         tx = self.ua.send_request(request, destination, self.transport, self)
+        self.capture_sip(request, received=False, peer=destination)
         self._pending[tx] = on_done
         return tx
 
     # ClientOwner
     def on_response(self, tx: ClientTransactionId, response: Response) -> None:
+        self.capture_sip(response, received=True)
         if self.outbound is not None and tx == self.outbound.tx:
             self.outbound.on_response(response)
             return
@@ -585,6 +597,8 @@ class Call:
         """The call is confirmed: watch the media and, for an assistant, start the conversation."""
         self.update_status("in-progress")
         self.spawn(self.media.watch_timeout(self.manager.config.rtp.media_timeout, self._on_media_timeout))
+        if self.target.kind == "echo" and self.manager.config.recordings.echo:
+            self._record_audio()
         if self.conversation is not None or self._bye_after_ack is not None:
             return
         if self.target.kind == "assistant":
@@ -600,6 +614,8 @@ class Call:
                 return
             self.conversation = CallConversation(self, assistant, variable_values=self.target.variable_values)
             self.conversation.start()
+            if assistant.is_recording_enabled():
+                self._record_audio()
         elif self.target.kind == "transfer" and self.target.destination is not None:
             # assistant-request answered with a destination: transfer at once, no assistant.
             self.spawn(self._transfer_at_once(self.target.destination))
@@ -630,6 +646,53 @@ class Call:
         if self._last_ack is not None and self.dialog is not None:
             destination = self.manager.destination_for(self.dialog.next_hop(), fallback=self.peer)
             self.ua.send_stateless(self._last_ack, destination, self.transport)
+
+    # ------------------------------------------------------------------ recording (gateway.recording)
+
+    def _open_capture(self) -> None:
+        """``recordings.pcap``: the call's PCAP starts with its INVITE, then its RTP/RTCP and the SIP messages
+        the call handles (responses it sends with a body, in-dialog requests and responses both ways)."""
+        cfg = self.manager.config.recordings
+        if cfg.path is None or not cfg.pcap:
+            return
+        _, pcap = recording_paths(Path(cfg.path), self.id, self.created_at)
+        self.recording = CallRecording(wav_path=None, pcap_path=pcap, log=self.log)
+        self.media.capture = self.recording
+        if self.invite is not None:
+            self.capture_sip(self.invite, received=True)
+
+    def _record_audio(self) -> None:
+        """Start the stereo WAV (caller left, assistant right) from this tick on."""
+        cfg = self.manager.config.recordings
+        if cfg.path is None or self.media.recorder is not None:
+            return
+        wav, _ = recording_paths(Path(cfg.path), self.id, self.created_at)
+        if self.recording is None:
+            self.recording = CallRecording(wav_path=wav, pcap_path=None, log=self.log)
+        else:
+            self.recording.wav_path = wav
+        self.media.recorder = self.recording
+        self.recording_path = str(wav)
+        base = cfg.public_url or f"http://{self.manager.config.http.listen}"
+        self.recording_url = f"{base.rstrip('/')}/call/{self.id}/stereo-recording"
+        self.log.info("recording_started", path=str(wav))
+
+    def capture_sip(self, message: Message, *, received: bool, peer: Addr | None = None) -> None:
+        """Put a SIP message of this call in its PCAP (when one is written)."""
+        recording = self.recording
+        if recording is None or recording.pcap_path is None:
+            return
+        other = peer or self.peer
+        local = self.ua.local_addr
+        recording.packet(message.serialize(), other if received else local, local if received else other)
+
+    async def _close_recording(self) -> None:
+        """Finalize the files before the call is released, so the end-of-call report points at a whole WAV."""
+        recording = self.recording
+        if recording is None:
+            return
+        self.media.recorder = self.media.capture = None
+        await recording.close()
 
     # ------------------------------------------------------------------ helpers
 

@@ -34,6 +34,7 @@ from gateway.codecs.plc import Concealer
 from gateway.codecs.registry import Codec, CodecRegistry
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
+from gateway.recording import CallRecording
 from gateway.rtp.dtmf import DIGIT_EVENTS, DtmfReceiver, DtmfSender
 from gateway.rtp.jitter import FrameKind, JitterBuffer, JitterStats, PushResult
 from gateway.rtp.mos import estimate_mos
@@ -192,6 +193,11 @@ class CallMedia:
         self._dtmf_pending = ""  # digits queued by send_dtmf, handed to the sender on the next tick
         self._dtmf_waiters: list[asyncio.Future[None]] = []
         self.digits_sent = 0
+        self.local_addr = (host, port)
+        # Recording: ``recorder`` takes each tick's caller and assistant frames (the stereo WAV), ``capture``
+        # each RTP/RTCP datagram both ways (the call's PCAP); None costs one test per tick or packet.
+        self.recorder: CallRecording | None = None
+        self.capture: CallRecording | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -291,6 +297,9 @@ class CallMedia:
             self._ignore("not_receiving")
             return
         self.stats.update(packet, now)
+        capture = self.capture
+        if capture is not None:
+            capture.packet(packet.serialize(), self.endpoint.remote or self.local_addr, self.local_addr)
         pt = packet.payload_type
         if pt == rx.payload_type:
             if rx.jitter.push(packet, now) is PushResult.LATE:
@@ -319,6 +328,10 @@ class CallMedia:
         self.metrics.rtp_packets_ignored.labels(reason).inc()
 
     def on_rtcp(self, data: bytes, now: float) -> None:
+        capture = self.capture
+        if capture is not None:
+            capture.packet(data, self.endpoint.rtcp_remote or self.local_addr, (self.local_addr[0],
+                                                                                self.local_addr[1] + 1))
         if self.rtcp is None:
             return
         try:
@@ -461,6 +474,15 @@ class CallMedia:
         if conversation is not None:
             encoded = frame.payload if kind is FrameKind.AUDIO else None
             conversation.on_tick(encoded, STT_ENCODINGS.get(rx.codec.name, "linear16"), pcm, now)
+        played = self._prepare_send(rx, tick, now, pcm, conversation)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.add_frame(pcm, played)  # caller left, what we played right; None: silence
+
+    def _prepare_send(self, rx: _Receive, tick: int, now: float, pcm: bytes | None,
+                      conversation: Conversation | None) -> bytes | None:
+        """The packet of this tick for the send phase; returns the audio it carries (None: nothing played)."""
+        rtcp = self.rtcp
         if self._dtmf_busy and self.sending and self.can_send_rfc4733:
             # A digit replaces the audio of this tick; the assistant's audio waits (next_frame not called).
             assert self.playout is not None
@@ -472,22 +494,23 @@ class CallMedia:
                 self._pending_tick = tick
                 if rtcp is not None:
                     rtcp.on_rtp_sent(dtmf, now)
-            return
+            return None
         if conversation is not None:
             assert self.playout is not None
             pcm = conversation.next_frame(self.playout.tick_time(tick))
             if not self.sending:
-                return
+                return None
         elif not (self.echo and self.sending):
-            return
+            return None
         if pcm is None:
             rx.outbound.silence(tick)
-            return
+            return None
         packet = rx.outbound.packet(tick, rx.codec.encode(pcm))
         self._pending = packet.serialize()
         self._pending_tick = tick
         if rtcp is not None:
             rtcp.on_rtp_sent(packet, now)
+        return pcm
 
     def send(self, tick: int) -> None:
         data = self._pending
@@ -496,12 +519,19 @@ class CallMedia:
         self._pending = None
         if self.endpoint.send(data):
             self.metrics.rtp_packets_out.inc()
+            capture = self.capture
+            if capture is not None:
+                capture.packet(data, self.local_addr, self.endpoint.remote or self.local_addr)
 
     def _flush_rtcp(self) -> None:
         if self.rtcp is None:
             return
         for data in self.rtcp.datagrams_to_send():
             self.endpoint.send_rtcp(data)
+            capture = self.capture
+            if capture is not None:
+                capture.packet(data, (self.local_addr[0], self.local_addr[1] + 1),
+                               self.endpoint.rtcp_remote or self.local_addr)
 
     # -- media timeout ------------------------------------------------------------------------------
 

@@ -48,6 +48,14 @@ def artifact(call: Call) -> dict[str, Any]:
     if recording:
         out["recordingUrl"] = recording
         out["stereoRecordingUrl"] = recording
+        out["recording"] = {"stereoUrl": recording}  # Vapi's Recording object
+    # gateway extensions: where the files are on this machine (GET /call/{id}/stereo-recording reads the WAV)
+    path = getattr(call, "recording_path", None)
+    if path:
+        out["recordingPath"] = path
+    capture = getattr(call, "recording", None)
+    if capture is not None and capture.pcap_path is not None:
+        out["pcapPath"] = str(capture.pcap_path)
     return out
 
 

@@ -246,6 +246,21 @@ class StorageConfig(_Model):
     )
 
 
+class RecordingsConfig(_Model):
+    path: str | None = Field(
+        None,
+        description="directory for call recordings (<path>/<YYYY-MM-DD>/<call id>.wav, relative to the config "
+        "file); none: nothing is recorded. A call is recorded when its assistant's "
+        "artifactPlan.recordingEnabled is true (Vapi's default)",
+    )
+    pcap: bool = Field(False, description="also write <call id>.pcap: the call's SIP messages and RTP/RTCP packets")
+    echo: bool = Field(False, description="record echo calls too (caller left, echo right)")
+    public_url: str | None = Field(
+        None,
+        description="base URL of this gateway's API in recording URLs (default: http://<http.listen>)",
+    )
+
+
 class WebhookConfig(_Model):
     """Delivery of server messages: at-least-once through the outbox, retried with exponential back-off."""
 
@@ -297,6 +312,7 @@ class GatewayConfig(_Model):
     providers: ProvidersConfig = ProvidersConfig()
     log: LogConfig = LogConfig()
     storage: StorageConfig = StorageConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
     webhooks: WebhookConfig = WebhookConfig()
     transfers: TransferConfig = TransferConfig()
 
@@ -445,6 +461,11 @@ def _resolve_storage(raw: dict[str, Any], base: Path) -> None:
     path = storage.get("path", StorageConfig.model_fields["path"].default)
     if isinstance(path, str) and path != ":memory:" and not Path(path).is_absolute():
         storage["path"] = str((base / path).resolve())
+    recordings = raw.get("recordings")
+    if isinstance(recordings, dict):
+        where = recordings.get("path")
+        if isinstance(where, str) and not Path(where).is_absolute():
+            recordings["path"] = str((base / where).resolve())
 
 
 def _format_validation_error(exc: ValidationError) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, assert_never
 
 from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import FileResponse
 
 from gateway.api.context import BAD_BODY, ApiContext, assistant_problem, field_problem, problem
 from gateway.api.models import (
@@ -164,6 +166,25 @@ def calls_router(ctx: ApiContext) -> APIRouter:
         if deleted is None:  # deleted by a concurrent request
             raise problem(404, f"no call {id!r}")
         return deleted
+
+    @router.get(
+        "/call/{id}/stereo-recording", response_class=FileResponse, summary="Call stereo recording",
+        responses={200: {"content": {"audio/wav": {}}, "description": "the call's WAV: 8 kHz 16-bit stereo, "
+                         "caller left, assistant right"},
+                   404: {"model": ErrorBody, "description": "no such call, no recording, or the call is live"}},
+    )
+    async def stereo_recording(id: str) -> FileResponse:
+        """The recording of an ended call (``recordings.path`` set and the assistant's
+        ``artifactPlan.recordingEnabled``)."""
+        call, obj = await find(id)
+        if call is not None:
+            raise problem(404, f"call {id!r} is still in progress: its recording is available once it ends")
+        path = (obj.get("artifact") or {}).get("recordingPath")
+        if not path:
+            raise problem(404, f"call {id!r} has no recording")
+        if not await asyncio.to_thread(Path(path).is_file):
+            raise problem(404, f"the recording of call {id!r} is no longer on disk")
+        return FileResponse(path, media_type="audio/wav", filename=f"{id}.wav")
 
     @router.get("/call/{id}/logs", response_model=CallLog, responses=_404, summary="Call event log")
     async def call_logs(id: str) -> dict[str, Any]:
