@@ -127,6 +127,8 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=r,
         )
+        self.asyncio_tasks = Gauge("voicegw_asyncio_tasks", "asyncio tasks alive, sampled by the event-loop probe",
+                                   registry=r)
         # -- conversation pipeline
         self.turn_latency_seconds = Histogram(
             "voicegw_turn_latency_seconds",

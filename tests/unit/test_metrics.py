@@ -44,6 +44,7 @@ EXPECTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("voicegw_playout_streams", "gauge", ()),
     ("voicegw_call_mos", "histogram", ()),
     ("voicegw_event_loop_lag_seconds", "histogram", ()),
+    ("voicegw_asyncio_tasks", "gauge", ()),
     ("voicegw_turn_latency_seconds", "histogram", ("stage",)),
     ("voicegw_barge_ins", "counter", ("reason",)),
     ("voicegw_barge_in_stop_seconds", "histogram", ()),
