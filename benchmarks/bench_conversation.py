@@ -22,26 +22,35 @@ Usage: .venv/bin/python benchmarks/bench_conversation.py [--calls 10 40] [--seco
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_echo import cpu_seconds  # noqa: E402
-from benchmarks.machine import cpu_model, git_revision  # noqa: E402
-from tests.integration.harness import SIPP_DIR, free_port, sipp_binary, start_gateway  # noqa: E402
+from benchmarks.harness import (
+    RESULTS,
+    CpuWindow,
+    echo_scenario,
+    fmt,
+    gateway,
+    install_signal_handlers,
+    markdown_table,
+    percentile,
+    plot_cdf,
+    sipp,
+    speech_wav,
+    write_result,
+)
 
 SENTENCE = "I would like to book an appointment for tomorrow morning please"
 
 CONFIG = """
 sip: {listen: "127.0.0.1:{SIP_PORT}"}
-rtp: {port_min: 42000, port_max: 42999}
+rtp: {port_min: {RTP_MIN}, port_max: {RTP_MAX}}
+security: {trusted_sources: ["127.0.0.0/8"], max_calls: 5000}
 http: {listen: "127.0.0.1:{HTTP_PORT}"}
 log: {level: info}
 assistants:
@@ -57,104 +66,109 @@ numbers:
 """
 
 
-def make_wav(directory: Path) -> Path:
-    raw, out = directory / "speech.wav", directory / "turn_ulaw.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), SENTENCE], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-e", "u-law", str(out), "pad", "1", "3"],
-                   check=True, capture_output=True)
+STAGES = ("endpointing_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_byte_ms", "gateway_added_ms",
+          "endpoint_to_voice_ms", "voice_to_voice_ms")
+RATE = 10  # calls per second while ramping up
+
+
+def _values(lines: list[dict[str, object]], key: str) -> list[float]:
+    out = []
+    for line in lines:
+        value = line.get(key)
+        if isinstance(value, int | float) and value >= 0:
+            out.append(float(value))
     return out
 
 
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))]
-
-
-def run(calls: int, seconds: float, work: Path, wav: Path) -> dict[str, float]:
+def run_step(calls: int, seconds: float, work: Path, wav: Path) -> dict[str, object]:
     from tests.helpers.fake_vendors import fake_vendors
 
-    with fake_vendors(transcripts=[], openai_script=None) as vendors:
-        vendors.deepgram.default_transcript = "I would like to book an appointment for tomorrow morning."
-        gateway = start_gateway(work, CONFIG + vendors.providers_yaml(), name=f"conv{calls}")
-        try:
-            scenario = work / f"conv_{calls}.xml"
-            scenario.write_text(
-                (SIPP_DIR / "echo_rtp_stream.xml").read_text().replace("{WAV}", str(wav)).replace("{LOOPS}", "-1")
-                .replace("{PT}", "0").replace("{CODEC}", "PCMU").replace("{PAUSE_MS}", str(int(seconds * 1000)))
-            )
-            rate = 10
-            cmd = [sipp_binary(), "-sf", str(scenario), f"127.0.0.1:{gateway.sip_port}", "-s", "+15550001111",
-                   "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port(also_tcp=False) & ~1),
-                   "-m", str(calls), "-l", str(calls), "-r", str(rate), "-nostdin",
-                   "-timeout", f"{int(seconds + 60)}s"]
-            sipp = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(calls / rate + 1.0)
-            t0, c0 = time.monotonic(), cpu_seconds(gateway.proc.pid)
-            time.sleep(max(1.0, seconds - calls / rate - 3.0))
-            t1, c1 = time.monotonic(), cpu_seconds(gateway.proc.pid)
-            sipp.wait(seconds + 90)
-        finally:
-            gateway.stop()
-        timings = gateway.logs("turn_timing")
-        added = [float(t["gateway_added_ms"]) for t in timings if t.get("gateway_added_ms") is not None]  # type: ignore[arg-type]
-        e2v = [float(t["endpoint_to_voice_ms"]) for t in timings if t.get("endpoint_to_voice_ms") is not None]  # type: ignore[arg-type]
-        stops = [float(b["stop_ms"]) for b in gateway.logs("barge_in") if b.get("stop_ms") is not None]  # type: ignore[arg-type]
-        return {
-            "calls": calls,
-            "confirmed": len(gateway.logs("call_confirmed")),
-            "turns": len(timings),
-            "added_p50": quantile(added, 0.5),
-            "added_p95": quantile(added, 0.95),
-            "e2v_p50": quantile(e2v, 0.5),
-            "e2v_p95": quantile(e2v, 0.95),
-            "barge_ins": len(stops),
-            "stop_p50": quantile(stops, 0.5),
-            "stop_p95": quantile(stops, 0.95),
-            "cpu_per_call_pct": 100.0 * (c1 - c0) / (t1 - t0) / calls,
-            "sipp_rc": float(sipp.returncode if sipp.returncode is not None else -1),
-        }
+    row: dict[str, object] = {"calls": calls, "error": ""}
+    try:
+        with fake_vendors(transcripts=[], openai_script=None) as vendors:
+            vendors.deepgram.default_transcript = "I would like to book an appointment for tomorrow morning."
+            scenario = echo_scenario(work, wav, seconds, name=f"conv_{calls}")
+            with gateway(work, CONFIG + vendors.providers_yaml(), name=f"conv{calls}",
+                         rtp_ports=max(200, 2 * calls + 100)) as gw:
+                with sipp(scenario, gw, work, service="+15550001111", calls=calls, rate=RATE,
+                          timeout=seconds + 60) as run:
+                    time.sleep(calls / RATE + 1.0)
+                    cpu = CpuWindow(gw.proc.pid)
+                    cpu.start()
+                    time.sleep(max(1.0, seconds - calls / RATE - 3.0))
+                    cpu.stop()
+                    if run.wait(seconds + 90) is None:
+                        row["error"] = "SIPp did not finish in time"
+                    row["failed"] = run.failed()
+                    row["setup_ms"] = run.setup_times_ms()
+                row["cpu_per_call_pct"] = cpu.core_pct / calls
+            timings = gw.logs("turn_timing")
+            row["confirmed"] = len(gw.logs("call_confirmed"))
+            row["turns"] = len(timings)
+            for key in STAGES:
+                row[key] = _values(timings, key)
+            row["stop_ms"] = _values(gw.logs("barge_in"), "stop_ms")
+    except Exception as exc:  # a broken step is recorded, the next one runs
+        row["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    return row
+
+
+def _list(row: dict[str, object], key: str) -> list[float]:
+    value = row.get(key)
+    return [float(v) for v in value] if isinstance(value, list) else []
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 40])
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--out", type=Path, default=None, help="write the markdown results here")
+    parser.add_argument("--out", type=Path, default=RESULTS / "conversation.md")
     args = parser.parse_args()
+    install_signal_handlers()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        wav = make_wav(work)
+        wav = speech_wav(work, SENTENCE, name="turn", pad=(1, 3))
         for calls in args.calls:
-            row = run(calls, args.seconds, work, wav)
-            print(row, flush=True)
+            row = run_step(calls, args.seconds, work, wav)
+            print({k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
             rows.append(row)
-    lines = [
-        "# Conversational calls: gateway-added turn latency and barge-in stop time",
-        "",
-        f"- command: `.venv/bin/python benchmarks/bench_conversation.py --calls {' '.join(map(str, args.calls))} "
-        f"--seconds {args.seconds:g}`",
-        f"- revision {git_revision(['gateway'])}; {cpu_model()}, {os.cpu_count()} logical CPUs (shared); "
-        f"python {platform.python_version()}, uvloop",
-        "- providers: local fakes of Deepgram / OpenAI / ElevenLabs answering at once (tests/fakes), via the "
-        "vendors' SDKs; goals (issue): gateway-added p95 <= 30 ms, barge-in stop p95 <= 40 ms",
-        "",
-        "| calls | up | turns | added p50 ms | added p95 ms | endpoint->voice p50 ms | endpoint->voice p95 ms "
-        "| barge-ins | stop p50 ms | stop p95 ms | CPU % per call |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    summary = markdown_table(
+        ["calls", "up", "failed", "turns", "added p50 ms", "added p95 ms", "endpoint->voice p50 ms",
+         "endpoint->voice p95 ms", "barge-ins", "stop p50 ms", "stop p95 ms", "setup p95 ms", "CPU % per call",
+         "status"],
+        [[r["calls"], r.get("confirmed", "n/a"), r.get("failed", "n/a"), r.get("turns", "n/a"),
+          fmt(percentile(_list(r, "gateway_added_ms"), 0.5)), fmt(percentile(_list(r, "gateway_added_ms"), 0.95)),
+          fmt(percentile(_list(r, "endpoint_to_voice_ms"), 0.5)),
+          fmt(percentile(_list(r, "endpoint_to_voice_ms"), 0.95)), len(_list(r, "stop_ms")),
+          fmt(percentile(_list(r, "stop_ms"), 0.5)), fmt(percentile(_list(r, "stop_ms"), 0.95)),
+          fmt(percentile(_list(r, "setup_ms"), 0.95)), fmt(float(str(r.get("cpu_per_call_pct", math.nan))), 2),
+          r["error"] or "ok"] for r in rows],
+    )
+    breakdown = markdown_table(
+        ["calls", *[f"{key.removesuffix('_ms')} p50 / p95 ms" for key in STAGES]],
+        [[r["calls"], *[f"{fmt(percentile(_list(r, k), 0.5))} / {fmt(percentile(_list(r, k), 0.95))}"
+                        for k in STAGES]] for r in rows],
+    )
+    notes = (
+        "Providers: local fakes of Deepgram / OpenAI / ElevenLabs answering at once (tests/fakes, in the "
+        "benchmark's process, not the gateway's), reached through the vendors' SDKs. Goals (issue 7): >= 150 "
+        "concurrent calls per core with gateway-added p95 <= 30 ms and barge-in stop p95 <= 40 ms."
+    )
+    out: Path = args.out
+    plots = [
+        plot_cdf(out.with_name(out.stem + "_turn_cdf.png"),
+                 {f"{r['calls']} calls: gateway added": _list(r, "gateway_added_ms") for r in rows}
+                 | {f"{r['calls']} calls: endpoint->voice": _list(r, "endpoint_to_voice_ms") for r in rows},
+                 title="Turn latency", xlabel="ms"),
+        plot_cdf(out.with_name(out.stem + "_barge_in_cdf.png"),
+                 {f"{r['calls']} calls": _list(r, "stop_ms") for r in rows}, title="Barge-in stop time",
+                 xlabel="ms"),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['calls']:.0f} | {r['confirmed']:.0f} | {r['turns']:.0f} | {r['added_p50']:.1f} "
-            f"| {r['added_p95']:.1f} | {r['e2v_p50']:.1f} | {r['e2v_p95']:.1f} | {r['barge_ins']:.0f} "
-            f"| {r['stop_p50']:.1f} | {r['stop_p95']:.1f} | {r['cpu_per_call_pct']:.2f} |"
-        )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    write_result(out, title="Conversational calls: gateway-added turn latency and barge-in stop time",
+                 sections=[summary, "Turn-latency breakdown by stage (the gateway's `turn_timing` lines):",
+                           breakdown, notes], plots=plots)
+    print(out.read_text())
 
 
 if __name__ == "__main__":

@@ -1,137 +1,163 @@
-"""Echo-line load: CPU of the gateway process per concurrent echo call, and the playout scheduler's
-send-time lateness, at 50/100/200 concurrent calls driven by SIPp with RTP (rtp_stream, looped speech).
+"""Echo-line load: a concurrency ramp of SIPp echo calls (rtp_stream, looped PCMU speech, 50 packets/s each
+way per call), one fresh gateway per step.
 
-CPU: utime+stime of the gateway process from /proc/<pid>/stat over a window in which every call is up
-and streaming, divided by the window's wall time and the number of calls (percent of one core per call).
-Send timing: the gateway's ``playout_timing`` log lines (every 10 s: p50/p99/max over those ticks of how
-late the send phase ran after its 20 ms grid deadline, the last sendto of the tick, so an upper bound for
-every packet of that tick); the figures reported are the worst 10 s window seen with all calls up.
+Per step: CPU of the gateway per call (utime+stime from /proc over a window in which every call is up,
+divided by the window's wall time and the calls; 100 = one core), RSS at the window's end, call setup time
+p50/p95/p99 (SIPp ``-trace_rtt``: INVITE sent to 200 OK), failed calls (SIPp), send timing from the
+gateway's ``playout_timing`` log lines (every 10 s: p50/p99 over those ticks of how late the send phase ran
+after its 20 ms grid deadline, an upper bound for every packet of the tick; the worst 10 s window with all
+calls up is reported), inbound loss (``media_stats`` at call end) and event-loop lag (bucket bound of the
+p99 of ``voicegw_event_loop_lag_seconds`` observed during the window).
 
-Usage: .venv/bin/python benchmarks/bench_echo.py [--calls 50 100 200] [--seconds 40] [--out FILE]
+Usage: .venv/bin/python benchmarks/bench_echo.py [--calls 50 100 200 400] [--seconds 40] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
+import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.harness import (  # noqa: E402
-    BASE_CONFIG,
-    SIPP_DIR,
-    free_port,
-    sipp_binary,
-    start_gateway,
+from benchmarks.harness import (
+    BENCH_CONFIG,
+    RESULTS,
+    CpuWindow,
+    bucket_delta,
+    bucket_quantile,
+    cpu_seconds,
+    echo_scenario,
+    fmt,
+    gateway,
+    histogram_buckets,
+    install_signal_handlers,
+    markdown_table,
+    percentile,
+    plot_cdf,
+    plot_lines,
+    rss_bytes,
+    scrape,
+    sipp,
+    speech_wav,
+    write_result,
 )
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+__all__ = ["cpu_seconds", "main", "run_step"]
+
+SPEECH = ("Testing the echo line of the voice gateway under load, one two three four five six seven eight nine "
+          "ten.")
+RATE = 50  # calls per second while ramping up
+LAG = "voicegw_event_loop_lag_seconds"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+@dataclass
+class EchoStep:
+    calls: int
+    up: int = 0
+    failed: int = 0
+    cpu_core_pct: float = math.nan
+    rss_mb: float = math.nan
+    setup_ms: list[float] = field(default_factory=list)
+    send_p50_ms: float = math.nan
+    send_p99_ms: float = math.nan
+    rx_loss_pct: float = math.nan
+    lag_p99_ms: float = math.nan
+    error: str = ""
+
+    @property
+    def cpu_per_call_pct(self) -> float:
+        return self.cpu_core_pct / self.calls
+
+    def row(self) -> list[str]:
+        return [str(self.calls), str(self.up), str(self.failed), fmt(self.cpu_core_pct),
+                fmt(self.cpu_per_call_pct, 3), fmt(self.rss_mb), fmt(percentile(self.setup_ms, 0.5)),
+                fmt(percentile(self.setup_ms, 0.95)), fmt(percentile(self.setup_ms, 0.99)),
+                fmt(self.send_p50_ms, 2), fmt(self.send_p99_ms, 2), fmt(self.rx_loss_pct, 2),
+                fmt(self.lag_p99_ms), self.error or "ok"]
 
 
-def make_wav(directory: Path) -> Path:
-    raw, out = directory / "speech.wav", directory / "speech_ulaw.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), "Testing the echo line of the voice gateway under load, "
-                    "one two three four five six seven eight nine ten."], check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-e", "u-law", str(out)], check=True,
-                   capture_output=True)
-    return out
+HEADERS = ["calls", "up", "failed", "CPU % of a core", "CPU % per call", "RSS MB", "setup p50 ms",
+           "setup p95 ms", "setup p99 ms", "send p50 ms", "send p99 ms", "rx loss %", "loop lag p99 ms <=",
+           "status"]
 
 
-def run(calls: int, seconds: float, work: Path, wav: Path) -> dict[str, float]:
-    # 2 ports per call (RTP + RTCP): the test range is too small for 200 calls
-    config = BASE_CONFIG.replace("{port_min: {RTP_MIN}, port_max: {RTP_MAX}}", "{port_min: 41000, port_max: 41999}")
-    gateway = start_gateway(work, config, name=f"gw{calls}")
+def run_step(calls: int, seconds: float, work: Path, wav: Path) -> EchoStep:
+    step = EchoStep(calls)
     try:
-        scenario = work / f"echo_{calls}.xml"
-        scenario.write_text(
-            (SIPP_DIR / "echo_rtp_stream.xml").read_text().replace("{WAV}", str(wav)).replace("{LOOPS}", "-1")
-            .replace("{PT}", "0").replace("{CODEC}", "PCMU").replace("{PAUSE_MS}", str(int(seconds * 1000)))
-        )
-        rate = 50
-        cmd = [sipp_binary(), "-sf", str(scenario), f"127.0.0.1:{gateway.sip_port}", "-s", "echo",
-               "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port(also_tcp=False) & ~1),
-               "-m", str(calls), "-l", str(calls), "-r", str(rate), "-nostdin",
-               "-timeout", f"{int(seconds + 60)}s"]
-        sipp = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        ramp = calls / rate + 3.0
-        time.sleep(ramp)
-        confirmed = len(gateway.logs("call_confirmed"))
-        t0, c0 = time.monotonic(), cpu_seconds(gateway.proc.pid)
-        log_mark = len(gateway.logs())
-        window = seconds - ramp - 3.0
-        time.sleep(window)
-        t1, c1 = time.monotonic(), cpu_seconds(gateway.proc.pid)
-        timing = [line for line in gateway.logs()[log_mark:] if line.get("event") == "playout_timing"
-                  and line.get("streams") == calls]
-        sipp.wait(seconds + 90)
-        ended = gateway.logs("media_stats")
-        cpu_per_call = 100.0 * (c1 - c0) / (t1 - t0) / calls
-        p50 = max((float(line["p50_ms"]) for line in timing), default=float("nan"))  # type: ignore[arg-type]
-        p99 = max((float(line["p99_ms"]) for line in timing), default=float("nan"))  # type: ignore[arg-type]
-        worst = max((float(line["max_ms"]) for line in timing), default=float("nan"))  # type: ignore[arg-type]
-        received = sum(int(line.get("rx_packets_received", 0)) for line in ended)  # type: ignore[call-overload]
-        lost = sum(int(line.get("rx_cumulative_lost", 0)) for line in ended)  # type: ignore[call-overload]
-        return {
-            "calls": calls,
-            "confirmed": confirmed,
-            "window_s": t1 - t0,
-            "cpu_core_pct": 100.0 * (c1 - c0) / (t1 - t0),
-            "cpu_per_call_pct": cpu_per_call,
-            "send_p50_ms": p50,
-            "send_p99_ms": p99,
-            "send_max_ms": worst,
-            "timing_windows": len(timing),
-            "rx_loss_pct": 100.0 * lost / max(1, received + lost),
-            "sipp_rc": float(sipp.returncode if sipp.returncode is not None else -1),
-        }
-    finally:
-        gateway.stop()
+        scenario = echo_scenario(work, wav, seconds, name=f"echo_{calls}")
+        with gateway(work, BENCH_CONFIG, name=f"echo{calls}", rtp_ports=max(200, 2 * calls + 100)) as gw:
+            with sipp(scenario, gw, work, service="echo", calls=calls, rate=RATE, timeout=seconds + 60) as run:
+                ramp = calls / RATE + 3.0
+                time.sleep(ramp)
+                step.up = len(gw.logs("call_confirmed"))
+                log_mark = len(gw.logs())
+                lag_before = histogram_buckets(scrape(gw.http_port), LAG)
+                cpu = CpuWindow(gw.proc.pid)
+                cpu.start()
+                time.sleep(max(2.0, seconds - ramp - 3.0))
+                cpu.stop()
+                step.rss_mb = rss_bytes(gw.proc.pid) / 2**20
+                lag = bucket_delta(histogram_buckets(scrape(gw.http_port), LAG), lag_before)
+                step.lag_p99_ms = 1000 * bucket_quantile(lag, 0.99)
+                step.cpu_core_pct = cpu.core_pct
+                timing = [line for line in gw.logs()[log_mark:] if line.get("event") == "playout_timing"
+                          and line.get("streams") == calls]
+                step.send_p50_ms = max((float(str(t["p50_ms"])) for t in timing), default=math.nan)
+                step.send_p99_ms = max((float(str(t["p99_ms"])) for t in timing), default=math.nan)
+                if run.wait(seconds + 90) is None:
+                    step.error = "SIPp did not finish in time"
+                step.failed = run.failed()
+                step.setup_ms = run.setup_times_ms()
+            ended = gw.logs("media_stats")
+            received = sum(int(str(line.get("rx_packets_received", 0))) for line in ended)
+            lost = sum(int(str(line.get("rx_cumulative_lost", 0))) for line in ended)
+            step.rx_loss_pct = 100.0 * lost / max(1, received + lost)
+    except Exception as exc:  # a broken step is recorded, the ramp goes on
+        step.error = f"{type(exc).__name__}: {exc}"[:200]
+    return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--seconds", type=float, default=40.0, help="call length (the window is shorter)")
-    parser.add_argument("--out", type=Path, default=None, help="append a markdown table here")
+    parser.add_argument("--out", type=Path, default=RESULTS / "echo.md")
     args = parser.parse_args()
-    rows = []
+    install_signal_handlers()
+    steps = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        wav = make_wav(work)
+        wav = speech_wav(work, SPEECH)
         for calls in args.calls:
-            row = run(calls, args.seconds, work, wav)
-            print(row, flush=True)
-            rows.append(row)
-    lines = [
-        f"- command: `.venv/bin/python benchmarks/bench_echo.py --calls {' '.join(map(str, args.calls))} "
-        f"--seconds {args.seconds:g}`",
-        f"- python {platform.python_version()}, {os.cpu_count()} logical CPUs (shared), uvloop",
-        "",
-        "| calls | up | CPU % of a core | CPU % per call | send p50 ms | send p99 ms | send max ms | rx loss % |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            step = run_step(calls, args.seconds, work, wav)
+            print(step.row(), flush=True)
+            steps.append(step)
+    out: Path = args.out
+    clean = [s for s in steps if s.failed == 0 and not s.error and s.up == s.calls]
+    knee = max((s.calls for s in clean), default=None)
+    plots = [
+        plot_lines(out.with_name(out.stem + "_cpu_per_call.png"), [s.calls for s in steps],
+                   {"CPU % of a core per call": [s.cpu_per_call_pct for s in steps]},
+                   title="Echo calls: gateway CPU per call", xlabel="concurrent calls", ylabel="% of one core"),
+        plot_cdf(out.with_name(out.stem + "_setup_cdf.png"), {f"{s.calls} calls": s.setup_ms for s in steps},
+                 title="Echo calls: setup time (INVITE to 200 OK)", xlabel="ms"),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['calls']:.0f} | {r['confirmed']:.0f} | {r['cpu_core_pct']:.1f} | {r['cpu_per_call_pct']:.3f} "
-            f"| {r['send_p50_ms']:.3f} | {r['send_p99_ms']:.3f} | {r['send_max_ms']:.3f} | {r['rx_loss_pct']:.2f} |"
-        )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        with args.out.open("a") as handle:
-            handle.write(text + "\n")
+    notes = (
+        f"Knee (most concurrent calls, all up, 0 failed): **{knee if knee is not None else 'none'}**; half of it "
+        "is the soak load (`bench_soak.py --calls`). Goals (issue 7): >= 400 concurrent calls per core at 0 "
+        "failed calls, p99 send-interval jitter <= 2 ms, <= 0.25 % of a core per call. Load: SIPp 3.6.1 UAC, "
+        f"`tests/sipp/echo_rtp_stream.xml`, PCMU speech looped with `rtp_stream`, {RATE} calls/s ramp. "
+        "Send timing is the gateway's own `playout_timing` (lateness of the last sendto of a 20 ms tick "
+        "behind its grid deadline); loop lag is a histogram bucket bound (an upper bound)."
+    )
+    write_result(out, title="Echo calls: concurrency ramp", sections=[markdown_table(HEADERS, [s.row() for s in steps]),
+                 notes], plots=plots)
+    print(out.read_text())
 
 
 if __name__ == "__main__":

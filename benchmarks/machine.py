@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from collections.abc import Sequence
@@ -37,3 +38,37 @@ def git_revision(measured: Sequence[str] = ()) -> str:
         return rev + (" (with uncommitted changes in the measured code)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def git_head() -> str:
+    """``git rev-parse HEAD``, with "+dirty" when the working tree has uncommitted changes to tracked files."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def describe_machine() -> str:
+    """One line: CPU model and count, kernel, Python, SIPp version, load average when measured."""
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "unknown"
+    try:
+        sipp = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False).stdout
+        sipp_version = next((w for w in sipp.split() if w.startswith("v3")), "unknown")
+    except OSError:
+        sipp_version = "not installed"
+    return (
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, SIPp {sipp_version}, load average {load}"
+    )

@@ -1,0 +1,122 @@
+"""Signalling load: a SIPp call-rate ramp (INVITE/200/ACK/BYE, no media) against one gateway, to the knee.
+
+Per step (a fixed call rate for a fixed time): the achieved rate (successful calls over the step's wall time),
+failed calls (SIPp's FailedCall counter: 503 shedding, timeouts), setup time p50/p95/p99 (INVITE sent to
+200 OK received, per call from SIPp ``-trace_rtt``), and the gateway's CPU (utime+stime from /proc, 100 = one
+core). The knee is the highest step with no failed call. Scenario: tests/sipp/uac_signalling_only.xml.
+
+Usage: .venv/bin/python benchmarks/bench_signalling.py [--rates 50 100 200 300 400] [--seconds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import (
+    BENCH_CONFIG,
+    RESULTS,
+    CpuWindow,
+    fmt,
+    gateway,
+    install_signal_handlers,
+    markdown_table,
+    percentile,
+    plot_cdf,
+    plot_lines,
+    sipp,
+    write_result,
+)
+from tests.integration.harness import SIPP_DIR
+
+SCENARIO = SIPP_DIR / "uac_signalling_only.xml"
+
+
+@dataclass
+class Step:
+    rate: int
+    seconds: float
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    achieved_cps: float = math.nan
+    cpu_pct: float = math.nan
+    setup_ms: tuple[float, ...] = ()
+    error: str = ""
+
+    def row(self) -> list[str]:
+        return [str(self.rate), fmt(self.achieved_cps), str(self.succeeded), str(self.failed),
+                fmt(percentile(self.setup_ms, 0.5)), fmt(percentile(self.setup_ms, 0.95)),
+                fmt(percentile(self.setup_ms, 0.99)), fmt(self.cpu_pct), self.error or "ok"]
+
+
+def run_step(rate: int, seconds: float, work: Path, port: int | None = None) -> Step:
+    step = Step(rate, seconds, attempted=int(rate * seconds))
+    try:
+        with gateway(work, BENCH_CONFIG, name=f"sig{rate}") as gw:
+            cpu = CpuWindow(gw.proc.pid)
+            # -l: in flight at once (each call lasts ~0.1 s); a slow gateway piles calls up to this limit.
+            with sipp(SCENARIO, gw, work, service="echo", calls=step.attempted, rate=rate,
+                      limit=max(50, rate * 2), timeout=seconds + 30) as run:
+                cpu.start()
+                rc = run.wait(seconds + 40)
+                cpu.stop()
+                step.succeeded, step.failed = run.succeeded(), run.failed()
+                step.setup_ms = tuple(run.setup_times_ms())
+                step.achieved_cps = step.succeeded / cpu.seconds
+                step.cpu_pct = cpu.core_pct
+                if rc is None:
+                    step.error = "SIPp did not finish in time"
+                    step.failed = max(step.failed, step.attempted - step.succeeded)
+    except Exception as exc:  # a broken step is recorded, the ramp goes on
+        step.error = f"{type(exc).__name__}: {exc}"[:200]
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[50, 100, 200, 300, 400])
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each step")
+    parser.add_argument("--out", type=Path, default=RESULTS / "signalling.md")
+    args = parser.parse_args()
+    install_signal_handlers()
+    steps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in args.rates:
+            step = run_step(rate, args.seconds, Path(tmp))
+            print(step.row(), flush=True)
+            steps.append(step)
+    ok = [s for s in steps if s.failed == 0 and not s.error and s.succeeded > 0]
+    knee = max((s.rate for s in ok), default=None)
+    out: Path = args.out
+    plots = [
+        plot_cdf(out.with_name(out.stem + "_setup_cdf.png"),
+                 {f"{s.rate} cps": s.setup_ms for s in steps}, title="Call setup time (INVITE to 200 OK)",
+                 xlabel="ms"),
+        plot_lines(out.with_name(out.stem + "_cpu.png"), [s.rate for s in steps],
+                   {"gateway CPU % of a core": [s.cpu_pct for s in steps],
+                    "achieved cps": [s.achieved_cps for s in steps]},
+                   title="Signalling ramp", xlabel="offered calls per second", ylabel="value"),
+    ]
+    table = markdown_table(
+        ["offered cps", "achieved cps", "ok calls", "failed", "setup p50 ms", "setup p95 ms", "setup p99 ms",
+         "gateway CPU %", "status"],
+        [s.row() for s in steps],
+    )
+    notes = (
+        f"Knee (highest step with 0 failed calls): **{knee if knee is not None else 'none'} cps**. "
+        "Goal (issue 7): >= 300 call setups per second on one core with 0 failures. SIPp runs on the same "
+        "cores as the gateway, so at high rates SIPp's own CPU competes with the gateway's."
+    )
+    write_result(out, title="Signalling only: call-rate ramp", sections=[table, notes], plots=plots)
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Soak: echo calls held at a steady concurrency (half the echo knee) for ``--minutes``, watching for leaks.
+
+SIPp keeps ``--calls`` echo calls in flight, each ``--call-seconds`` long and replaced when it ends, so calls
+start and end all the time. Every ``--interval`` seconds: the gateway's RSS and open fds (/proc) and its asyncio
+task count (``voicegw_asyncio_tasks`` from /metrics). Reported: first-minute mean vs last-minute mean of each,
+and the growth. Goal (issue 7): RSS growth < 2 %, no fd or task growth.
+
+Usage: .venv/bin/python benchmarks/bench_soak.py [--minutes 10] [--calls 100] [--interval 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_echo import SPEECH
+from benchmarks.harness import (
+    BENCH_CONFIG,
+    RESULTS,
+    echo_scenario,
+    fmt,
+    gateway,
+    install_signal_handlers,
+    markdown_table,
+    metric_value,
+    open_fds,
+    plot_lines,
+    rss_bytes,
+    scrape,
+    sipp,
+    speech_wav,
+    write_result,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float
+    rss_mb: float
+    fds: int
+    tasks: float
+    calls: float
+
+
+def growth(samples: list[Sample], attr: str, window: float) -> tuple[float, float, float]:
+    """Mean of ``attr`` over the first and the last ``window`` seconds, and the growth in percent."""
+    if not samples:
+        return math.nan, math.nan, math.nan
+    end = samples[-1].t
+    first = [float(getattr(s, attr)) for s in samples if s.t <= samples[0].t + window]
+    last = [float(getattr(s, attr)) for s in samples if s.t >= end - window]
+    a, b = sum(first) / len(first), sum(last) / len(last)
+    return a, b, (100.0 * (b - a) / a if a else math.nan)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--calls", type=int, default=100, help="concurrent calls: half the echo knee")
+    parser.add_argument("--call-seconds", type=float, default=60.0, help="length of each call")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--out", type=Path, default=RESULTS / "soak.md")
+    args = parser.parse_args()
+    install_signal_handlers()
+    duration = args.minutes * 60
+    window = min(60.0, duration / 3)
+    samples: list[Sample] = []
+    error = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        wav = speech_wav(work, SPEECH)
+        scenario = echo_scenario(work, wav, args.call_seconds, name="soak")
+        rate = max(0.2, args.calls / args.call_seconds)
+        total = int(duration * rate) + args.calls * 2  # more than the run needs: SIPp is stopped by us
+        try:
+            with (
+                gateway(work, BENCH_CONFIG, name="soak", rtp_ports=max(200, 4 * args.calls + 100)) as gw,
+                sipp(scenario, gw, work, service="echo", calls=total, rate=rate, limit=args.calls,
+                     timeout=duration + args.call_seconds + 60) as run,
+            ):
+                # Warm-up: the first calls ramp in at `rate`; sampling starts once the level is reached.
+                time.sleep(min(args.call_seconds, duration / 4))
+                t0 = time.monotonic()
+                while (now := time.monotonic()) - t0 < duration:
+                    text = scrape(gw.http_port)
+                    samples.append(Sample(now - t0, rss_bytes(gw.proc.pid) / 2**20, open_fds(gw.proc.pid),
+                                          metric_value(text, "voicegw_asyncio_tasks"),
+                                          metric_value(text, "voicegw_calls_active", {"direction": "inbound"})))
+                    print(samples[-1], flush=True)
+                    time.sleep(args.interval)
+                failed = run.failed()
+        except Exception as exc:  # recorded in the results file
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            failed = -1
+    rows = []
+    for label, attr in (("RSS MB", "rss_mb"), ("open fds", "fds"), ("asyncio tasks", "tasks"),
+                        ("active calls", "calls")):
+        first, last, pct = growth(samples, attr, window)
+        rows.append([label, fmt(first), fmt(last), fmt(pct, 2)])
+    out: Path = args.out
+    plots = [
+        plot_lines(out.with_name(out.stem + "_rss.png"), [s.t for s in samples],
+                   {"RSS MB": [s.rss_mb for s in samples]}, title="Soak: gateway RSS", xlabel="s",
+                   ylabel="MB"),
+        plot_lines(out.with_name(out.stem + "_fds_tasks.png"), [s.t for s in samples],
+                   {"open fds": [float(s.fds) for s in samples], "asyncio tasks": [s.tasks for s in samples]},
+                   title="Soak: fds and tasks", xlabel="s", ylabel="count"),
+    ]
+    table = markdown_table([f"quantity (mean over {window:g} s)", "first", "last", "growth %"], rows)
+    notes = (
+        f"{args.calls} concurrent echo calls of {args.call_seconds:g} s, replaced as they end, for "
+        f"{args.minutes:g} min, sampled every {args.interval:g} s ({len(samples)} samples); failed calls (SIPp): "
+        f"{failed}. Goal (issue 7): RSS growth < 2 %, no fd or task growth. {('Error: ' + error) if error else ''}"
+    )
+    write_result(out, title="Soak: RSS, fds and asyncio tasks over time", sections=[table, notes], plots=plots)
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
