@@ -57,6 +57,7 @@ class SdpLimits:
     max_lines: int = 1000
     max_line_length: int = 4096
     max_media: int = 64
+    max_attributes: int = 512  # a=lines in the whole body; rich WebRTC offers carry about 100
 
 
 DEFAULT_LIMITS = SdpLimits()
@@ -141,6 +142,7 @@ def parse_sdp(data: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> Sessi
     session = _SessionBuilder()
     seen_version = False
     count = 0
+    attributes = 0
     for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
         if len(raw) > limits.max_line_length:
             raise SdpError(f"line {number} is longer than {limits.max_line_length} characters")
@@ -153,6 +155,10 @@ def parse_sdp(data: bytes | str, *, limits: SdpLimits = DEFAULT_LIMITS) -> Sessi
         if len(line) < 2 or line[1] != "=":
             raise SdpError(f"line {number} is not '<type>=<value>': {_excerpt(line)}")
         letter, value = line[0], line[2:]
+        if letter == "a":
+            attributes += 1
+            if attributes > limits.max_attributes:
+                raise SdpError(f"SDP body has more than {limits.max_attributes} attribute lines")
         if not seen_version:
             if letter != "v":
                 raise SdpError(f"line {number}: an SDP body starts with 'v=', not {_excerpt(line)}")

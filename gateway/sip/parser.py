@@ -146,6 +146,9 @@ def _read_headers(
                 raise _error("Continuation line before the first header")
             piece = line.strip(" \t")
             value = f"{value} {piece}" if value else piece
+            # The limit holds for the unfolded line too, as it is serialised again.
+            if len(name) + 2 + len(value) > max_line:
+                raise _error("Header line too long", 513)
             entries[-1] = (name, key, value)
             continue
         match = _FIELD_NAME_RE.match(line)
@@ -165,7 +168,8 @@ def _read_headers(
         entries.append((name, key, value))
         counts[key] = counts.get(key, 0) + 1
         if len(entries) > max_count:
-            raise _error(f"Too many header fields (more than {max_count})")
+            # §21.5.14 513 Message Too Large: "the message length exceeded its capabilities".
+            raise _error(f"Too many header fields (more than {max_count})", 513)
     return counts
 
 
@@ -268,6 +272,10 @@ class StreamFramer:
         self._max_header_bytes = max_header_bytes
         self._need: int | None = None  # total length of the message at the buffer head
         self._error: RemoteProtocolError | None = None
+        # Bytes at the buffer head already searched for the end of the header section, and whether
+        # the start line there was checked: a message trickled in byte by byte costs linear time.
+        self._scanned = 0
+        self._start_line_ok = False
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -292,12 +300,17 @@ class StreamFramer:
                 del buf[:skip]
             if not buf:
                 return None
-            self._check_start_line(buf)
-            head_end, body_start = _find_header_end(buf, 0)
+            if not self._start_line_ok:
+                self._start_line_ok = self._check_start_line(buf, self._scanned)
+            # A match of "\n\r\n" may straddle what was searched before and what just arrived.
+            head_end, body_start = _find_header_end(buf, max(0, self._scanned - 2))
             if head_end < 0:
                 if len(buf) > self._max_header_bytes:
                     raise _error("Header section too large", 513)
+                self._scanned = len(buf)
                 return None
+            self._scanned = 0
+            self._start_line_ok = False
             if head_end > self._max_header_bytes:
                 raise _error("Header section too large", 513)
             length = _stream_content_length(bytes(buf[:head_end]))
@@ -311,18 +324,26 @@ class StreamFramer:
         self._need = None
         return message
 
-    def _check_start_line(self, buf: bytearray) -> None:
-        """Raise early on bytes that can never become a SIP start line."""
-        nl = buf.find(b"\n")
+    def _check_start_line(self, buf: bytearray, scanned: int) -> bool:
+        """Raise early on bytes that can never become a SIP start line; True once it is complete.
+
+        ``buf[:scanned]`` was checked before and holds no line feed.
+        """
+        nl = buf.find(b"\n", scanned)
         if nl < 0:
             if len(buf) > self._max_header_bytes:
                 raise _error("Header section too large", 513)
-            if any(b < 0x20 and b not in b"\t\r" for b in buf):
+            if _CONTROL_RE.search(buf, scanned) is not None:
                 raise _error("Unframeable data on stream")
-            return  # incomplete start line: wait for more
+            return False  # incomplete start line: wait for more
         line = bytes(buf[:nl]).rstrip(b"\r")
         if not (line[:4].upper() == b"SIP/" or line.rsplit(b" ", 1)[-1][:4].upper() == b"SIP/"):
             raise _error("Unframeable data on stream: not a SIP start line")
+        return True
+
+
+# Control characters other than HTAB and CR (LF ends the line) never appear in a start line (§7.1).
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x0c\x0e-\x1f]")
 
 
 def _stream_content_length(head: bytes) -> int:

@@ -3,6 +3,8 @@ RFC 3264 §6 invariants of every answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -232,3 +234,48 @@ def test_every_answer_keeps_the_offers_m_lines_and_accepts_at_most_one(streams: 
     else:
         assert negotiated.direction is Direction.INACTIVE
     assert parse_sdp(serialize_sdp(reply)) == reply
+
+
+_SIP_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "sip"
+_SDP_CORPUS = [
+    body
+    for folder in ("rfc4475", "rfc5118", "captured")
+    for p in sorted((_SIP_DATA / folder).glob("*.dat"))
+    if (body := p.read_bytes().partition(b"\r\n\r\n")[2] or p.read_bytes().partition(b"\n\n")[2]).startswith(b"v=")
+]
+
+
+def test_sdp_corpus_is_present() -> None:
+    assert len(_SDP_CORPUS) >= 5
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(_SDP_CORPUS),
+    st.lists(
+        st.tuples(st.sampled_from(["flip", "insert", "delete", "repeat"]), st.integers(0, 10**6), st.binary(min_size=1, max_size=6)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_mutated_real_sdp_gives_a_description_or_sdp_error(body: bytes, edits: list[tuple[str, int, bytes]]) -> None:
+    """SDP bodies of the torture and captured messages with byte flips, truncations and huge repeats."""
+    data = bytearray(body)
+    for kind, pos, chunk in edits:
+        if not data:
+            break
+        i = pos % len(data)
+        if kind == "flip":
+            data[i] = chunk[0]
+        elif kind == "insert":
+            data[i:i] = chunk
+        elif kind == "delete":
+            del data[i:]
+        else:
+            data[i:i] = data[i : i + 40] * (chunk[0] * 4)
+    try:
+        description = parse_sdp(bytes(data))
+    except SdpError as error:
+        assert error.reason
+        return
+    assert parse_sdp(serialize_sdp(description)) == description

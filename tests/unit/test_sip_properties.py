@@ -265,3 +265,73 @@ def test_stream_framer_any_cut(messages: list[Request | Response], cuts: list[in
     while (frame := framer.next_message()) is not None:
         out.append(frame)
     assert out == wires
+
+
+def _header_lines(message: bytes) -> tuple[bytes, list[bytes], bytes]:
+    head, sep, body = message.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = message.partition(b"\n\n")
+    start, *lines = head.split(b"\n")
+    return start, lines, body
+
+
+@PROPERTY
+@given(
+    st.sampled_from(CORPUS),
+    st.sampled_from(CORPUS),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=8),
+)
+def test_corpus_with_spliced_header_lines_parse_or_reject(base: bytes, donor: bytes, moves: list[tuple[int, int]]) -> None:
+    """Header lines of one torture message moved into another (duplicates, misplaced Via, two Content-Lengths)."""
+    start, lines, body = _header_lines(base)
+    _, donor_lines, _ = _header_lines(donor)
+    for src, dst in moves:
+        if donor_lines:
+            lines.insert(dst % (len(lines) + 1), donor_lines[src % len(donor_lines)])
+    _parse_or_reject(b"\n".join([start, *lines]) + b"\r\n\r\n" + body)
+
+
+@PROPERTY
+@given(
+    st.sampled_from(CORPUS),
+    st.integers(0, 10**6),
+    st.integers(1, 20),
+    st.integers(10, 5000),
+)
+def test_corpus_with_huge_repeats_parse_or_reject(base: bytes, pos: int, width: int, times: int) -> None:
+    """A slice of a message repeated thousands of times: the limits answer, no unbounded work."""
+    i = pos % len(base)
+    chunk = base[i : i + width]
+    _parse_or_reject(base[:i] + chunk * times + base[i:])
+
+
+@PROPERTY
+@given(
+    st.sampled_from(CORPUS),
+    st.lists(st.tuples(st.integers(0, 10**6), st.binary(min_size=1, max_size=4)), max_size=4),
+    st.lists(st.integers(1, 200), min_size=1, max_size=20),
+)
+def test_stream_framer_on_mutated_streams_frames_or_rejects(
+    base: bytes, edits: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    """Whatever the bytes, the framer yields messages, waits, or raises RemoteProtocolError; what it
+    holds stays bounded by its limit plus the last piece fed."""
+    data = bytearray(base + b"\r\n\r\n" + base)
+    for pos, chunk in edits:
+        i = pos % len(data)
+        data[i : i + len(chunk)] = chunk
+    framer = StreamFramer(max_message_size=4096, max_header_bytes=2048)
+    pos = 0
+    for cut in cuts * (len(data) // sum(cuts) + 1):
+        if pos >= len(data):
+            break
+        framer.feed(bytes(data[pos : pos + cut]))
+        pos += cut
+        try:
+            while (frame := framer.next_message()) is not None:
+                assert frame
+                _parse_or_reject(frame)
+        except RemoteProtocolError as err:
+            assert err.status_code in (400, 513)
+            return
+        assert len(framer._buffer) <= 4096 + cut

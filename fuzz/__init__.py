@@ -1,0 +1,1 @@
+"""Fuzz targets for the gateway's parsers (run with ``make fuzz``)."""
