@@ -519,6 +519,7 @@ class CallMedia:
         self._pending = None
         if self.endpoint.send(data):
             self.metrics.rtp_packets_out.inc()
+            self.metrics.rtp_bytes_out.inc(len(data))
             capture = self.capture
             if capture is not None:
                 capture.packet(data, self.local_addr, self.endpoint.remote or self.local_addr)

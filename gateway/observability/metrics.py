@@ -56,6 +56,12 @@ class Metrics:
         # Per-packet paths use the children directly: resolving labels costs ~1 µs a packet.
         self.rtp_packets_in = self.rtp_packets.labels("in")
         self.rtp_packets_out = self.rtp_packets.labels("out")
+        self.rtp_bytes = Counter(
+            "voicegw_rtp_bytes", "RTP bytes (UDP payload: RTP header and payload) of the packets counted in "
+            "voicegw_rtp_packets", ["direction"], registry=r
+        )
+        self.rtp_bytes_in = self.rtp_bytes.labels("in")
+        self.rtp_bytes_out = self.rtp_bytes.labels("out")
         self.rtp_packets_dropped = Counter(
             "voicegw_rtp_packets_dropped", "RTP/RTCP packets dropped, by reason", ["reason"], registry=r
         )

@@ -245,6 +245,7 @@ class RtpEndpoint:
         self.counters["received"] += 1
         if self._metrics is not None:
             self._metrics.rtp_packets_in.inc()
+            self._metrics.rtp_bytes_in.inc(_wire_size(packet))
         self._on_rtp(packet, now)
 
     def receive_rtcp_datagram(self, data: bytes, source: Addr, now: float) -> None:
@@ -285,3 +286,9 @@ class RtpEndpoint:
         if self._metrics is not None:
             self._metrics.rtcp_packets.labels("out").inc()
         return True
+
+
+def _wire_size(packet: RtpPacket) -> int:
+    """The packet's UDP payload size (RFC 3550 §5.1 header, CSRCs, §5.3.1 extension, payload, padding)."""
+    extension = 4 + len(packet.extension_data) if packet.extension_profile is not None else 0
+    return 12 + 4 * len(packet.csrc) + extension + len(packet.payload) + packet.padding_size

@@ -138,6 +138,10 @@ def test_metrics_move_by_what_a_sipp_run_did(gateway: GatewayProcess, tmp_path: 
     assert CALLS * sent_per_call * 0.95 <= rtp_in <= CALLS * (sent_per_call + 5), (rtp_in, sent_per_call)
     assert CALLS * sent_per_call * 0.9 <= rtp_out <= CALLS * (pause_ms / 1000 + 1) * PACKETS_PER_SECOND, (
         rtp_out, sent_per_call)
+    # bytes: every packet is a 12-byte RTP header and 160 bytes of G.711 (20 ms at 8 kHz); SIPp's rtp_stream
+    # and the echo line send no CSRC, extension or padding.
+    for direction, packets in (("in", rtp_in), ("out", rtp_out)):
+        assert delta(before, after, "voicegw_rtp_bytes_total", direction=direction) == packets * (12 + 160), direction
 
     # receive quality: one observation per call, a clean loopback loses nothing
     assert delta(before, after, "voicegw_rtp_jitter_seconds_count") == CALLS

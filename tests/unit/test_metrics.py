@@ -26,6 +26,7 @@ EXPECTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("voicegw_rtp_ports_in_use", "gauge", ()),
     ("voicegw_rtp_port_pool_size", "gauge", ()),
     ("voicegw_rtp_packets", "counter", ("direction",)),
+    ("voicegw_rtp_bytes", "counter", ("direction",)),
     ("voicegw_rtp_packets_dropped", "counter", ("reason",)),
     ("voicegw_rtp_packets_lost", "counter", ()),
     ("voicegw_rtp_packets_late", "counter", ()),
