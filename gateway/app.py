@@ -157,7 +157,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
 def run(config: GatewayConfig, config_path: str | Path | None = None) -> int:
     """Entry point of ``voicegw serve``: uvloop where available, SIGINT/SIGTERM wired to a graceful stop and
     SIGHUP to a reload of ``config_path`` (None: the embedded default config)."""
-    configure_logging(config.log.level)
+    configure_logging(config.log.level, levels=config.log.levels, log_format=config.log.format)
     try:
         import uvloop
 

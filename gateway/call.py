@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -23,7 +24,7 @@ from gateway.call_media import CallMedia
 from gateway.call_outbound import IgnoreOwner, OutboundInvite
 from gateway.call_types import SDP, CallState, CallTarget
 from gateway.config import NumberRoute
-from gateway.observability.logging import get_logger
+from gateway.observability.logging import bind_call_context, get_logger
 from gateway.recording import CallRecording, recording_paths
 from gateway.routing import sip_variables, uri_user
 from gateway.sdp import (
@@ -79,6 +80,7 @@ class Call:
         target: CallTarget,
         rtp_port: int,
         local_tag: str,
+        number: str | None = None,
     ) -> None:
         self.manager = manager
         self.ua = manager.ua
@@ -95,17 +97,24 @@ class Call:
         self.ended_reason: str | None = None
         self.variables: dict[str, Any] = {}
         self.customer_number: str | None = None  # the caller (inbound) or the number dialled (outbound)
-        self.phone_number: str | None = None  # our DID the caller dialled (inbound) or the trunk used (outbound)
+        self.phone_number = number  # our DID the caller dialled (inbound) or the trunk used (outbound)
         self.route: NumberRoute | None = None  # inbound: the numbers: entry the INVITE reached
         self.created_at = time.time()
         self.answered_at: float | None = None
         self.ended_at: float | None = None
         self.setup_started = self.ua.now()
-        self.log = get_logger("call").bind(call_id=self.id, sip_call_id=sip_call_id, direction=direction)
+        # Lines logged from the SIP dispatch path (outside the call's tasks) carry the call's fields through
+        # these bound loggers; lines from the call's tasks carry them through contextvars (see run()).
+        self.log_fields: dict[str, str | None] = {
+            "call_id": self.id, "sip_call_id": sip_call_id, "number": number, "direction": direction
+        }
+        self.log = get_logger("call").bind(**self.log_fields)
         host = manager.rtp_host
         self.media = CallMedia(
-            host, rtp_port, echo=target.kind == "echo", metrics=manager.metrics, playout=manager.playout, log=self.log
+            host, rtp_port, echo=target.kind == "echo", metrics=manager.metrics, playout=manager.playout,
+            log=get_logger("media").bind(**self.log_fields, rtp_port=rtp_port),
         )
+        self._context: contextvars.Context | None = None
         self.rtp_port = rtp_port
         self.local_sdp = LocalSession(session_id=int(time.time()), address=manager.sdp_address)
         self.negotiated: NegotiatedAudio | None = None
@@ -149,6 +158,11 @@ class Call:
 
     async def run(self, start: Callable[[], None]) -> None:
         """Own the call's tasks until it ends; ``start`` sends the first SIP message."""
+        # Every line logged from this task and the tasks it starts carries the call's fields (a task copies the
+        # context at its creation); spawn() starts children in this context even when called from SIP dispatch.
+        bind_call_context(call_id=self.id, sip_call_id=self.sip_call_id, number=self.phone_number,
+                          direction=self.direction)
+        self._context = contextvars.copy_context()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
@@ -194,7 +208,8 @@ class Call:
         if self._tasks is None or self.state is CallState.ENDED:
             coro.close()
             return
-        task = self._tasks.create_task(coro)
+        context = self._context.copy() if self._context is not None else None
+        task = self._tasks.create_task(coro, context=context)
         self._children.add(task)
         task.add_done_callback(self._children.discard)
 
@@ -445,7 +460,7 @@ class Call:
             self.negotiated = negotiated
             self.media.apply(negotiated)
             body = serialize_sdp(answer)
-            self.log.info("media_renegotiated", codec=negotiated.codec, direction=negotiated.direction.name)
+            self.log.info("media_renegotiated", codec=negotiated.codec, media_direction=negotiated.direction.name)
         elif request.method == "INVITE":
             # re-INVITE without an offer: we offer in the 2xx, the answer comes in the ACK.
             self._pending_offer = create_offer(

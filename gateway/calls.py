@@ -196,9 +196,9 @@ class CallManager:
             target=target,
             rtp_port=port,
             local_tag=self.ua.new_tag(),
+            number=match.number or None,
         )
         call.route = route
-        call.phone_number = match.number or None
         try:
             call.start_inbound(request, server_tx, offer)
         except RemoteProtocolError as exc:
@@ -214,7 +214,7 @@ class CallManager:
         self.notify_status(call, call.status)
         self.ua.register_invite_server(server_tx, call)
         self.ua.register_dialog((request.call_id, call.local_tag, request.from_.tag or ""), call)
-        call.log.info("call_incoming", number=route.number, target=target.kind, peer=f"{source[0]}:{source[1]}")
+        call.log.info("call_incoming", route=route.number, target=target.kind, peer=f"{source[0]}:{source[1]}")
         self._tasks.create_task(call.run(call.ring))
 
     def _extract_offer(self, request: Request) -> SessionDescription | None:
@@ -293,10 +293,10 @@ class CallManager:
             target=target,
             rtp_port=port,
             local_tag=self.ua.new_tag(),
+            number=trunk_cfg.name if trunk_cfg is not None else None,
         )
         user = from_user or (trunk_cfg.from_user or trunk_cfg.username if trunk_cfg else None) or "voicegw"
         call.customer_number = number if number is not None else sip_uri
-        call.phone_number = trunk_cfg.name if trunk_cfg is not None else None
         self._admit(call)
         self.notify_status(call, call.status)
         call.log.info("call_outgoing", to=str(uri), destination=f"{destination[0]}:{destination[1]}")

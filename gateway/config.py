@@ -295,9 +295,37 @@ class TransferConfig(_Model):
         return False
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+# The subsystem names given to get_logger(...) in the gateway: the keys log.levels accepts.
+LOG_SUBSYSTEMS = (
+    "app", "call", "calls", "conversation", "media", "playout", "registration", "rtp", "sip", "store", "stt", "tts",
+    "webhooks",
+)
+
+
 class LogConfig(_Model):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    sip_trace: bool = Field(False, description="log every SIP message sent and received")
+    level: LogLevel = Field("info", description="default level of every subsystem")
+    levels: dict[str, LogLevel] = Field(
+        default_factory=dict,
+        description="level per subsystem, overriding `level` (e.g. {sip: debug, media: warning}); subsystems: "
+        + ", ".join(LOG_SUBSYSTEMS),
+    )
+    format: Literal["json", "console", "auto"] = Field(
+        "auto", description="json lines, console (human) or auto: json unless stdout is a terminal"
+    )
+    sip_trace: bool = Field(
+        False,
+        description="log every SIP message sent and received in full (event sip_send/sip_recv, subsystem sip, "
+        "level info), Authorization and Proxy-Authorization values redacted",
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _known_subsystems(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(LOG_SUBSYSTEMS))
+        if unknown:
+            raise ValueError(f"unknown subsystem {', '.join(unknown)}; valid: {', '.join(LOG_SUBSYSTEMS)}")
+        return value
 
 
 class GatewayConfig(_Model):

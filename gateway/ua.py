@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol, assert_never
 
 from gateway.config import GatewayConfig
-from gateway.observability.logging import get_logger
+from gateway.observability.logging import get_logger, redact_sip_message
 from gateway.observability.metrics import Metrics, status_class
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.headers import NameAddr, Via
@@ -218,14 +218,12 @@ class UserAgent:
     ) -> ClientTransactionId:
         tx = self.layer.send_request(request, destination=destination, transport=transport, now=self.now())
         self._client_owners[tx] = owner
-        self._trace("sip_send", request, destination)
         self._pump()
         return tx
 
     def send_response(self, response: Response) -> None:
         self.layer.send_response(response, now=self.now())
         self.metrics.sip_responses_sent.labels(response.cseq.method, status_class(response.status_code)).inc()
-        self._trace("sip_send", response, None)
         self._pump()
 
     def respond(
@@ -246,7 +244,6 @@ class UserAgent:
 
     def send_stateless(self, message: Message, destination: Addr, transport: str) -> None:
         self.layer.send_stateless(message, destination=destination, transport=transport)
-        self._trace("sip_send", message, destination)
         self._pump()
 
     def cancel(self, tx: ClientTransactionId) -> None:
@@ -270,8 +267,7 @@ class UserAgent:
         except RemoteProtocolError as err:
             self._on_malformed(err, source, transport)
             return
-        if self.config.log.sip_trace:
-            self.log.debug("sip_recv", peer=f"{source[0]}:{source[1]}", message=data.decode("utf-8", "replace"))
+        self._trace("sip_recv", data, source, transport)
         if isinstance(message, Request):
             self.metrics.sip_requests_received.labels(_method_label(message.method)).inc()
         else:
@@ -311,6 +307,7 @@ class UserAgent:
                 for event in events:
                     self._dispatch(event)
             for out in self.layer.datagrams_to_send():
+                self._trace("sip_send", out.data, out.destination, out.transport)
                 self.transport.send(out.data, out.destination, out.transport)
         finally:
             self._pumping = False
@@ -445,12 +442,16 @@ class UserAgent:
                 return 406, None, [("Accept", "application/sdp")]
         return None
 
-    def _trace(self, event: str, message: Message, peer: Addr | None) -> None:
+    def _trace(self, event: str, data: bytes, peer: Addr, transport: str) -> None:
+        """``log.sip_trace``: one line per SIP message as it went on (or came off) the wire, retransmissions
+        included, with the peer and transport; credentials redacted."""
         if self.config.log.sip_trace:
-            self.log.debug(
+            self.log.info(
                 event,
-                peer=f"{peer[0]}:{peer[1]}" if peer else None,
-                message=message.serialize().decode("utf-8", "replace"),
+                peer=f"{peer[0]}:{peer[1]}",
+                transport=transport,
+                size=len(data),
+                message=redact_sip_message(data.decode("utf-8", "replace")),
             )
 
 

@@ -65,7 +65,7 @@ def test_reinvite_hold_unhold_inactive_and_codec_change(gateway: GatewayProcess,
     result = run_scenario("reinvite_media.xml", cwd=tmp_path, target=gateway.sip_addr)
     assert_sipp_ok(result, tmp_path)
     gateway.wait_for_log("call_ended", reason="customer-ended-call")
-    renegotiated = [(line["codec"], line["direction"]) for line in gateway.logs("media_renegotiated")]
+    renegotiated = [(line["codec"], line["media_direction"]) for line in gateway.logs("media_renegotiated")]
     assert renegotiated == [("PCMU", "RECVONLY"), ("PCMU", "SENDRECV"), ("PCMU", "INACTIVE"), ("PCMA", "SENDRECV")]
 
 
