@@ -17,6 +17,7 @@ from gateway.assistants import Assistant
 from gateway.assistants.variables import default_variables, render_assistant
 from gateway.call_tools import CallTools
 from gateway.call_types import CallState
+from gateway.observability.logging import get_logger
 from gateway.pipeline.events import (
     ConversationUpdate,
     EndCall,
@@ -79,7 +80,7 @@ class CallConversation:
             on_event=self._on_event,
             metrics=manager.metrics,
             encoding=call.media.stt_encoding,
-            log=call.log,
+            log=get_logger("conversation").bind(**call.log_fields),
         )
         self.session = session
         for message in settings.messages:
