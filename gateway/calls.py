@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from gateway.admission import CallRate
 from gateway.assistant_request import request_assistant
 from gateway.assistants import Assistant, AssistantError, merge_overrides, parse_assistant
 from gateway.call import Call, codec_specs
@@ -98,6 +99,7 @@ class CallManager:
         self._http: httpx.AsyncClient | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._call_rate = CallRate.per_second(config.security.max_calls_per_second, 0.0)
         ua.invite_handler = self
 
     @property
@@ -162,12 +164,22 @@ class CallManager:
         return route_invite(self.config.numbers, request)
 
     def on_invite(self, request: Request, server_tx: ServerTransactionId, source: Addr, transport: str) -> None:
+        if self._over_capacity(request):
+            return
         match = self.route(request)
         if match is None:
             self.metrics.invites.labels("not_found").inc()
-            self.ua.respond(request, 404)
+            # security.hide_unknown_numbers: the answer any number gets from an untrusted source, so that a
+            # scanner learns nothing from 404 versus 403 (no user enumeration).
+            self.ua.respond(request, 403 if self.config.security.hide_unknown_numbers else 404)
             return
         route = match.route
+        if route.max_calls is not None:
+            busy = sum(1 for c in self.calls.values() if c.direction == "inbound" and c.route is route)
+            if busy >= route.max_calls:
+                self.metrics.invites.labels("number_busy").inc()
+                self.ua.respond(request, 486)  # RFC 3261 §21.4.24 Busy Here
+                return
         if route.server is not None:
             target = CallTarget("request")
         elif route.echo:
@@ -216,6 +228,24 @@ class CallManager:
         self.ua.register_dialog((request.call_id, call.local_tag, request.from_.tag or ""), call)
         call.log.info("call_incoming", route=route.number, target=target.kind, peer=f"{source[0]}:{source[1]}")
         self._tasks.create_task(call.run(call.ring))
+
+    def _over_capacity(self, request: Request) -> bool:
+        """Load shedding and the global caps: 503 + Retry-After for a new call, calls in progress untouched
+        (RFC 3261 §21.5.4: the server is "temporarily unable to process the request due to a temporary
+        overloading"). Answers the INVITE and returns True when it is refused."""
+        security = self.config.security
+        now = self.ua.now()
+        if self.ua.load.overloaded(now):
+            outcome = "overloaded"
+        elif security.max_calls is not None and len(self.calls) >= security.max_calls:
+            outcome = "max_calls"
+        elif not self._call_rate.admit(now):
+            outcome = "call_rate"
+        else:
+            return False
+        self.metrics.invites.labels(outcome).inc()
+        self.ua.respond(request, 503, headers=[("Retry-After", str(security.retry_after))])
+        return True
 
     def _extract_offer(self, request: Request) -> SessionDescription | None:
         if not request.body:

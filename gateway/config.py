@@ -181,6 +181,9 @@ class NumberRoute(_Model):
         default_factory=dict,
         description="route only INVITEs whose headers match (name -> value or prefix pattern ending in '*')",
     )
+    max_calls: int | None = Field(
+        None, ge=1, description="concurrent inbound calls on this number; one more gets 486 Busy Here"
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> NumberRoute:
@@ -303,6 +306,76 @@ LOG_SUBSYSTEMS = (
 )
 
 
+DEFAULT_SCANNER_USER_AGENTS = (
+    "friendly-scanner", "sipvicious", "sipcli", "vaxsipuseragent", "pplsip", "iwar", "sip-scan", "sivus",
+    "gulp", "sipv", "smap", "sipsak", "sundayddr", "vaxipuseragent", "sip-tester-scan",
+)
+
+
+class SecurityConfig(_Model):
+    """Abuse protection at the SIP edge (see README "Security"). Everything is on by default."""
+
+    trusted_sources: list[str] = Field(
+        default_factory=list,
+        description="CIDRs (or addresses) of carriers/PBXs: never rate-limited, INVITEs accepted without a "
+        "challenge. Every trunk's host is trusted too (resolved at start)",
+    )
+    untrusted: Literal["auto", "reject", "challenge", "allow"] = Field(
+        "auto",
+        description="INVITEs from other sources: reject (403), challenge (Digest with digest_users) or allow; "
+        "auto = challenge when digest_users are set, else reject when trusted_sources or trunks are configured, "
+        "else allow (a gateway that knows no carrier yet)",
+    )
+    digest_users: dict[str, str] = Field(
+        default_factory=dict, description="username -> password accepted in Digest answers to our challenge"
+    )
+    realm: str = Field("voicegw", description="Digest realm of our challenges")
+    rate: float = Field(50.0, gt=0, description="requests per second one untrusted source may send (sustained)")
+    burst: int = Field(100, ge=1, description="requests one untrusted source may send at once")
+    reject_seconds: float = Field(
+        10.0, ge=0, description="an over-rate source gets 503 + Retry-After this long, then silent drops"
+    )
+    retry_after: int = Field(30, ge=1, description="Retry-After (seconds) of rate-limit and overload 503s")
+    max_sources: int = Field(10000, ge=16, description="sources tracked at once (least recently seen evicted)")
+    source_idle_seconds: float = Field(120.0, gt=0, description="a source unseen this long is forgotten")
+    ban_failures: int = Field(5, ge=1, description="failed Digest answers from one address that ban it")
+    ban_window_seconds: float = Field(60.0, gt=0, description="window in which ban_failures are counted")
+    ban_seconds: float = Field(600.0, gt=0, description="a banned address is silently ignored this long")
+    scanner_user_agents: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCANNER_USER_AGENTS),
+        description="requests whose User-Agent contains one of these (case-insensitive) are dropped silently",
+    )
+    hide_unknown_numbers: bool = Field(
+        True,
+        description="an INVITE to a number that does not exist gets 403, the answer an untrusted source gets "
+        "for any number, never 404 (no user enumeration)",
+    )
+    max_calls: int | None = Field(500, ge=1, description="concurrent calls (both directions); more → 503")
+    max_calls_per_second: float | None = Field(None, gt=0, description="new inbound calls per second; more → 503")
+    overload_lag_seconds: float = Field(
+        0.1, gt=0, description="event-loop lag that sheds new INVITEs with 503 (existing calls continue)"
+    )
+    overload_hold_seconds: float = Field(5.0, ge=0, description="keep shedding this long after the last lag")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="destinations POST /call may dial (toll-fraud guard), same patterns as transfers.allow: "
+        "'+1*', '+4420*', 'sip:*@pbx.example.com', '*'. Empty: every API call is refused",
+    )
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _check_cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or CIDR") from None
+        return v
+
+    def outbound_allows(self, destination: str) -> bool:
+        return TransferConfig(allow=self.outbound_allow).allows(destination)
+
+
 class LogConfig(_Model):
     level: LogLevel = Field("info", description="default level of every subsystem")
     levels: dict[str, LogLevel] = Field(
@@ -343,6 +416,7 @@ class GatewayConfig(_Model):
     recordings: RecordingsConfig = RecordingsConfig()
     webhooks: WebhookConfig = WebhookConfig()
     transfers: TransferConfig = TransferConfig()
+    security: SecurityConfig = SecurityConfig()
 
     _parsed_assistants: dict[str, Assistant] = PrivateAttr(default_factory=dict)
     _warnings: tuple[str, ...] = PrivateAttr(default=())

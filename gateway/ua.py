@@ -13,9 +13,11 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Protocol, assert_never
 
-from gateway.config import GatewayConfig
+from gateway.admission import Action, AdmissionPolicy, LoadMonitor, watch_event_loop
+from gateway.config import GatewayConfig, is_ip_literal
 from gateway.observability.logging import get_logger, redact_sip_message
 from gateway.observability.metrics import Metrics, status_class
+from gateway.sip.auth import DigestServer
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.headers import NameAddr, Via
 from gateway.sip.message import Message, Request, Response, make_response, make_response_from_error
@@ -43,6 +45,9 @@ KNOWN_METHODS = frozenset(
 SUPPORTED = ("timer",)
 ACCEPT = ("application/sdp", "application/dtmf-relay", "application/dtmf", "multipart/mixed")
 DIALOG_REQUIRED = frozenset(("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER"))
+# voicegw_sip_invites{outcome} for the §8.2 checks' verdicts on an INVITE (one outcome per status).
+_CHECK_OUTCOMES = {416: "unsupported_uri", 483: "too_many_hops", 420: "bad_extension",
+                   415: "unsupported_media_type", 406: "not_acceptable", 501: "not_implemented"}
 
 
 class ClientOwner(Protocol):
@@ -135,6 +140,17 @@ class UserAgent:
         self._timer: asyncio.TimerHandle | None = None
         self._pumping = False
         self.local_addr: Addr = config.sip.listen_addr
+        security = config.security
+        self._tasks = tasks
+        self.admission = AdmissionPolicy.from_config(
+            security, [t.host for t in config.trunks if is_ip_literal(t.host)]
+        )
+        self.load = LoadMonitor(lag_threshold=security.overload_lag_seconds, hold=security.overload_hold_seconds)
+        self._digest = (
+            DigestServer(security.realm, secrets.token_bytes(32)) if security.digest_users else None
+        )
+        self._lag_probe: asyncio.Task[None] | None = None
+
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -146,11 +162,30 @@ class UserAgent:
             self._guessed_host = self._address_probe(host)
             self.log.info("announced_address_guessed", listen=self.config.sip.listen, announced=self._guessed_host)
         self.local_addr = await self.transport.start(host, port)
+        await self._trust_trunk_hosts()
+        self._lag_probe = self._tasks.create_task(
+            watch_event_loop(self.load, on_overload=lambda lag: self.log.warning("overload_shedding", lag=lag))
+        )
         return self.local_addr
+
+    async def _trust_trunk_hosts(self) -> None:
+        """Trunks named by host name: their addresses join the trusted sources (resolved once, at start)."""
+        loop = asyncio.get_running_loop()
+        for trunk in self.config.trunks:
+            if is_ip_literal(trunk.host):
+                continue
+            try:
+                infos = await asyncio.wait_for(loop.getaddrinfo(trunk.host, trunk.port, type=socket.SOCK_DGRAM), 5)
+            except (OSError, TimeoutError) as exc:
+                self.log.warning("trunk_host_unresolved", trunk=trunk.name, host=trunk.host, error=str(exc))
+                continue
+            self.admission.trust(str(info[4][0]) for info in infos)
 
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         await self.transport.close()
 
     @property
@@ -270,12 +305,41 @@ class UserAgent:
         self._trace("sip_recv", data, source, transport)
         if isinstance(message, Request):
             self.metrics.sip_requests_received.labels(_method_label(message.method)).inc()
+            if not self._admit(message, source, transport):
+                return
         else:
             self.metrics.sip_responses_received.labels(
                 _method_label(message.cseq.method), status_class(message.status_code)
             ).inc()
         self.layer.receive(message, source=source, transport=transport, now=self.now())
         self._pump()
+
+    def _admit(self, request: Request, source: Addr, transport: str) -> bool:
+        """Per-source limits, bans and the scanner filter, before any transaction exists (gateway.admission)."""
+        in_dialog = request.to.tag is not None and _dialog_key_of_request(request) in self._dialogs
+        decision = self.admission.check_request(
+            source[0], request.headers.get("User-Agent"), self.now(), in_dialog=in_dialog
+        )
+        if decision.action is Action.ACCEPT:
+            return True
+        peer = f"{source[0]}:{source[1]}"
+        if request.method == "INVITE":
+            self.metrics.invites.labels(decision.reason).inc()
+        if decision.reason == "rate_limit":
+            self.metrics.sip_requests_limited.labels(decision.action.value).inc()
+            if decision.notable:
+                self.log.warning("sip_source_limited", peer=peer, action=decision.action.value,
+                                 rate=self.admission.limits.rate, burst=self.admission.limits.burst)
+        else:
+            self.metrics.sip_messages_dropped.labels(decision.reason).inc()
+        if decision.action is Action.REJECT and request.method != "ACK":
+            # RFC 3261 §21.5.4: 503 "MAY indicate when the client should retry the request in a Retry-After".
+            # Stateless: a flood must not fill the transaction table.
+            response = make_response(request, 503, None, to_tag=request.to.tag or self.new_tag(),
+                                     headers=[("Retry-After", str(self.config.security.retry_after))])
+            self.send_stateless(response, source, transport)
+            self.metrics.sip_responses_sent.labels(_method_label(request.method), "5xx").inc()
+        return False
 
     def _on_malformed(self, err: RemoteProtocolError, source: Addr, transport: str) -> None:
         if err.is_response:
@@ -379,6 +443,8 @@ class UserAgent:
         if verdict is not None:
             status, reason, headers = verdict
             self.respond(request, status, reason, headers=headers)
+            if method == "INVITE":
+                self.metrics.invites.labels(_CHECK_OUTCOMES.get(status, "rejected")).inc()
             return
         to_tag = request.to.tag
         if to_tag is not None:
@@ -395,6 +461,9 @@ class UserAgent:
                     self.metrics.invites.labels("draining").inc()
                 elif self.invite_handler is None:
                     self.respond(request, 503)
+                    self.metrics.invites.labels("unavailable").inc()
+                elif not self._source_may_call(request, event.source):
+                    return
                 else:
                     self.invite_handler.on_invite(request, stx, event.source, event.transport)
             case "OPTIONS":
@@ -411,6 +480,56 @@ class UserAgent:
             case _:
                 # REGISTER, MESSAGE, SUBSCRIBE, PUBLISH...: we are no registrar or presence server.
                 self.respond(request, 405, headers=self.common_headers())
+
+    def untrusted_policy(self) -> str:
+        """What INVITEs from sources outside the trusted set get: reject, challenge or allow."""
+        mode = self.config.security.untrusted
+        if mode != "auto":
+            return mode
+        if self._digest is not None:
+            return "challenge"
+        return "reject" if self.admission.has_trusted else "allow"
+
+    def _source_may_call(self, request: Request, source: Addr) -> bool:
+        """Inbound ACL (security.trusted_sources, trunks) and the Digest challenge for other sources (RFC 3261
+        §22.2: "the UAS MAY ... challenge the originator to provide credentials by rejecting the request with a
+        401"). Answers the INVITE itself and returns False when it may not go on to routing."""
+        address = source[0]
+        if self.admission.is_trusted(address):
+            return True
+        policy = self.untrusted_policy()
+        if policy == "allow":
+            return True
+        if policy == "reject" or self._digest is None:
+            self.respond(request, 403)
+            self.metrics.invites.labels("forbidden").inc()
+            return False
+        now = self.now()
+        credentials = request.headers.get("Authorization")
+        if credentials is None:
+            self.respond(request, 401, headers=[("WWW-Authenticate", v) for v in self._digest.challenge(now)])
+            self.metrics.invites.labels("challenged").inc()
+            return False
+        users = self.config.security.digest_users
+        try:
+            result = self._digest.verify("INVITE", credentials, now=now, body=request.body,
+                                         lookup_password=lambda user, _realm: users.get(user))
+        except RemoteProtocolError as exc:
+            self.respond(request, 400, exc.reason)
+            self.metrics.invites.labels("auth_failed").inc()
+            return False
+        if result.ok:
+            return True
+        if not result.stale and self.admission.record_auth_failure(address, now):
+            self.metrics.sip_bans.inc()
+            self.log.warning("sip_source_banned", peer=address, seconds=self.config.security.ban_seconds,
+                             failures=self.config.security.ban_failures)
+        self.metrics.sip_banned_sources.set(self.admission.banned_count(now))
+        self.metrics.invites.labels("auth_failed").inc()
+        self.respond(request, 401, headers=[
+            ("WWW-Authenticate", v) for v in self._digest.challenge(now, stale=result.stale)
+        ])
+        return False
 
     def check_request(self, request: Request) -> tuple[int, str | None, list[tuple[str, str]]] | None:
         """RFC 3261 §8.2.1-§8.2.3 checks, in order. Returns (status, reason, headers) to reject, else None."""

@@ -98,6 +98,10 @@ def calls_router(ctx: ApiContext) -> APIRouter:
         target = CallTarget("assistant", body.assistant_id, assistant=body.assistant, overrides=overrides,
                             variable_values=values or None)
         customer = body.customer
+        destination = customer.number if customer.number is not None else customer.sip_uri
+        if destination is not None and not manager.config.security.outbound_allows(destination):
+            # security.outbound_allow: the toll-fraud guard (an API key alone must not reach any number)
+            raise problem(403, f"destination {destination!r} is not in security.outbound_allow")
         try:
             call = await manager.place_call(number=customer.number, sip_uri=customer.sip_uri,
                                             trunk=body.phone_number_id, target=target)

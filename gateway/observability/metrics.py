@@ -28,6 +28,13 @@ class Metrics:
         self.invites = Counter(
             "voicegw_sip_invites", "Inbound INVITEs by outcome", ["outcome"], registry=r
         )
+        self.sip_requests_limited = Counter(
+            "voicegw_sip_requests_limited", "SIP requests over their source's rate, by action (503, drop)",
+            ["action"], registry=r,
+        )
+        self.sip_bans = Counter("voicegw_sip_bans", "Source addresses banned after failed Digest answers",
+                                registry=r)
+        self.sip_banned_sources = Gauge("voicegw_sip_banned_sources", "Source addresses banned now", registry=r)
         self.calls_active = Gauge("voicegw_calls_active", "Calls in progress", ["direction"], registry=r)
         self.calls_ended = Counter(
             "voicegw_calls_ended", "Calls ended, by ended reason", ["direction", "reason"], registry=r

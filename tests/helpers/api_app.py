@@ -25,6 +25,7 @@ from gateway.transport.rtp_endpoint import PortPool
 CONFIG = {
     "assistants": {"demo": {"name": "demo", "firstMessage": "Hello", "model": {"provider": "rules"}}},
     "trunks": [{"name": "pstn", "host": "127.0.0.1", "port": 5099}],
+    "security": {"outbound_allow": ["*"]},
 }
 
 

@@ -181,6 +181,8 @@ numbers:
   - {number: "echo", echo: true}
   - {number: "service", assistant: demo}
   - {number: "+15550001111", assistant: demo}
+# The test client is a trusted trunk (never rate-limited); RFC 4475 outcomes are written for a UAS answering 404.
+security: {trusted_sources: ["127.0.0.1/32"], hide_unknown_numbers: false}
 log: {level: info}
 """
 

@@ -35,6 +35,7 @@ assistants:
   demo: {firstMessage: "Hello", model: {provider: rules}, silenceTimeoutSeconds: 600}
 trunks:
   - {name: sipp, host: 127.0.0.1, port: SIPP_PORT}
+security: {outbound_allow: ["*"]}
 log: {level: info}
 """
 DEADLINE = 20.0

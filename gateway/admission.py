@@ -1,0 +1,317 @@
+"""Admission policy at the SIP edge: who may talk to us, how fast, and whether we take one more call.
+
+Time comes in as ``now`` (the loop's monotonic clock); nothing here does I/O except :func:`watch_event_loop`,
+the probe that feeds :class:`LoadMonitor`. The UA asks :meth:`AdmissionPolicy.check_request` before a request
+reaches the transaction layer, in the spirit of Kamailio's pike module (per-source rate) and its secfilter
+(scanner User-Agents):
+
+- a source over its token bucket gets ``503`` with ``Retry-After`` (RFC 3261 §21.5.4: "The server is
+  temporarily unable to process the request due to a temporary overloading") for ``reject_seconds``, then its
+  excess is dropped silently: a flooder that ignores Retry-After is not worth a response;
+- a request whose User-Agent names a known scanner is dropped silently (answering tells it a SIP server is here);
+- an address that failed Digest ``ban_failures`` times within ``ban_window`` is dropped silently for ``ban_seconds``;
+- trusted sources (``security.trusted_sources`` and the trunks' hosts) are never rate-limited.
+
+Memory is bounded: at most ``max_sources`` sources and as many bans are kept, least recently seen evicted first,
+and a source idle for ``idle_seconds`` is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from gateway.config import SecurityConfig
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Action(enum.Enum):
+    ACCEPT = "accept"
+    REJECT = "503"  # answer 503 + Retry-After
+    DROP = "drop"  # no answer at all
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    action: Action
+    reason: str = ""  # rate_limit, scanner, banned
+    # True on the first decision of a new state (source started being limited, switched to drops...): the
+    # caller logs these only, never one line per dropped packet.
+    notable: bool = False
+
+
+ACCEPT = Decision(action=Action.ACCEPT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    rate: float = 50.0
+    burst: int = 100
+    reject_seconds: float = 10.0
+    max_sources: int = 10000
+    idle_seconds: float = 120.0
+    ban_failures: int = 5
+    ban_window: float = 60.0
+    ban_seconds: float = 600.0
+
+    @classmethod
+    def from_config(cls, security: SecurityConfig) -> Limits:
+        return cls(
+            rate=security.rate, burst=security.burst, reject_seconds=security.reject_seconds,
+            max_sources=security.max_sources, idle_seconds=security.source_idle_seconds,
+            ban_failures=security.ban_failures, ban_window=security.ban_window_seconds,
+            ban_seconds=security.ban_seconds,
+        )
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; a request takes one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def take(self, now: float) -> bool:
+        self.refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    @property
+    def full(self) -> bool:
+        return self.tokens >= self.burst
+
+
+@dataclass(slots=True)
+class _Source:
+    bucket: TokenBucket
+    last_seen: float
+    limited_since: float | None = None
+    dropping: bool = False
+    failures: deque[float] = field(default_factory=deque)
+
+
+def parse_networks(texts: Iterable[str]) -> list[IpNetwork]:
+    return [ipaddress.ip_network(text.strip(), strict=False) for text in texts]
+
+
+def is_scanner(user_agent: str | None, patterns: Iterable[str]) -> bool:
+    """Whether ``user_agent`` contains one of ``patterns`` (case-insensitive)."""
+    if not user_agent:
+        return False
+    lowered = user_agent.lower()
+    return any(p.lower() in lowered for p in patterns if p)
+
+
+class AdmissionPolicy:
+    """Per-source limits, bans, scanner filter and the trusted-source ACL (see the module docstring)."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        trusted: Iterable[IpNetwork] = (),
+        scanner_user_agents: Iterable[str] = (),
+    ) -> None:
+        self.limits = limits
+        self._trusted: list[IpNetwork] = list(trusted)
+        self._scanners = tuple(p.lower() for p in scanner_user_agents if p)
+        self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self._bans: OrderedDict[str, float] = OrderedDict()  # address -> banned until
+
+    @classmethod
+    def from_config(cls, security: SecurityConfig, trunk_hosts: Iterable[str] = ()) -> AdmissionPolicy:
+        policy = cls(
+            Limits.from_config(security),
+            trusted=parse_networks(security.trusted_sources),
+            scanner_user_agents=security.scanner_user_agents,
+        )
+        policy.trust(trunk_hosts)
+        return policy
+
+    # ----------------------------------------------------------------- ACL
+
+    def trust(self, addresses: Iterable[str]) -> None:
+        """Add addresses (IP literals; anything else is ignored) to the trusted set."""
+        for address in addresses:
+            try:
+                self._trusted.append(ipaddress.ip_network(address.strip("[]"), strict=False))
+            except ValueError:
+                continue
+
+    @property
+    def has_trusted(self) -> bool:
+        return bool(self._trusted)
+
+    def is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self._trusted)
+
+    # ----------------------------------------------------------------- per request
+
+    def check_request(self, address: str, user_agent: str | None, now: float, *, in_dialog: bool = False) -> Decision:
+        """The verdict on one request from ``address``. ``in_dialog``: it belongs to a live dialog of ours
+        (never limited: a caller can always hang up)."""
+        if self._scanners and is_scanner(user_agent, self._scanners):
+            return Decision(action=Action.DROP, reason="scanner")
+        trusted = self.is_trusted(address)
+        if not trusted and self.is_banned(address, now):
+            return Decision(action=Action.DROP, reason="banned")
+        if trusted or in_dialog:
+            return ACCEPT
+        source = self._source(address, now)
+        bucket = source.bucket
+        if source.limited_since is not None:
+            bucket.refill(now)
+            if bucket.full:  # quiet long enough: a fresh start
+                source.limited_since = None
+                source.dropping = False
+        if bucket.take(now):
+            return ACCEPT
+        notable = source.limited_since is None
+        if source.limited_since is None:
+            source.limited_since = now
+        if now - source.limited_since < self.limits.reject_seconds:
+            return Decision(action=Action.REJECT, reason="rate_limit", notable=notable)
+        notable = not source.dropping
+        source.dropping = True
+        return Decision(action=Action.DROP, reason="rate_limit", notable=notable)
+
+    def _source(self, address: str, now: float) -> _Source:
+        self._expire(now)
+        source = self._sources.get(address)
+        if source is None:
+            limits = self.limits
+            source = _Source(TokenBucket(limits.rate, float(limits.burst), float(limits.burst), now), now)
+            self._sources[address] = source
+            while len(self._sources) > limits.max_sources:
+                self._sources.popitem(last=False)
+        else:
+            self._sources.move_to_end(address)
+            source.last_seen = now
+        return source
+
+    def _expire(self, now: float) -> None:
+        idle = self.limits.idle_seconds
+        while self._sources:
+            address, oldest = next(iter(self._sources.items()))
+            if now - oldest.last_seen < idle:
+                break
+            del self._sources[address]
+        while self._bans:
+            address, until = next(iter(self._bans.items()))
+            if until > now:
+                break
+            del self._bans[address]
+
+    @property
+    def tracked_sources(self) -> int:
+        return len(self._sources)
+
+    # ----------------------------------------------------------------- bans
+
+    def record_auth_failure(self, address: str, now: float) -> bool:
+        """A failed Digest answer from ``address``; True when this failure bans it."""
+        if self.is_trusted(address):
+            return False
+        source = self._source(address, now)
+        window = self.limits.ban_window
+        failures = source.failures
+        failures.append(now)
+        while failures and now - failures[0] > window:
+            failures.popleft()
+        if len(failures) < self.limits.ban_failures:
+            return False
+        failures.clear()
+        self._bans.pop(address, None)
+        self._bans[address] = now + self.limits.ban_seconds  # bans expire in insertion order
+        while len(self._bans) > self.limits.max_sources:
+            self._bans.popitem(last=False)
+        return True
+
+    def is_banned(self, address: str, now: float) -> bool:
+        until = self._bans.get(address)
+        return until is not None and until > now
+
+    def banned_count(self, now: float) -> int:
+        self._expire(now)
+        return len(self._bans)
+
+
+class LoadMonitor:
+    """Overload signal for load shedding: new INVITEs are refused while the event loop lags more than
+    ``lag_threshold`` in at least ``late_samples`` of the last ``window`` probes (a sustained lag, not one stall
+    such as start-up), and for ``hold`` seconds after; calls in progress are never touched."""
+
+    def __init__(self, *, lag_threshold: float, hold: float, window: int = 10, late_samples: int = 5) -> None:
+        self.lag_threshold = lag_threshold
+        self.hold = hold
+        self.late_samples = late_samples
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._overloaded_at: float | None = None
+
+    def observe_lag(self, lag: float, now: float) -> bool:
+        """Feed one lag sample; True when it starts an overload episode."""
+        self._recent.append(lag >= self.lag_threshold)
+        if sum(self._recent) < self.late_samples:
+            return False
+        started = not self.overloaded(now)
+        self._overloaded_at = now
+        return started
+
+    def overloaded(self, now: float) -> bool:
+        return self._overloaded_at is not None and now - self._overloaded_at <= self.hold
+
+
+@dataclass(slots=True)
+class CallRate:
+    """New inbound calls per second (``security.max_calls_per_second``): a token bucket of one second's worth."""
+
+    bucket: TokenBucket | None
+
+    @classmethod
+    def per_second(cls, rate: float | None, now: float) -> CallRate:
+        if rate is None:
+            return cls(None)
+        return cls(TokenBucket(rate, max(1.0, rate), max(1.0, rate), now))
+
+    def admit(self, now: float) -> bool:
+        return self.bucket is None or self.bucket.take(now)
+
+
+async def watch_event_loop(
+    monitor: LoadMonitor,
+    *,
+    interval: float = 0.05,
+    on_lag: Callable[[float], None] | None = None,
+    on_overload: Callable[[float], None] | None = None,
+) -> None:
+    """Sleep ``interval`` forever and feed how late each wake-up was to ``monitor`` (and ``on_lag``)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + interval
+        await asyncio.sleep(interval)
+        now = loop.time()
+        lag = max(0.0, now - expected)
+        if on_lag is not None:
+            on_lag(lag)
+        if monitor.observe_lag(lag, now) and on_overload is not None:
+            on_overload(lag)
