@@ -4,7 +4,9 @@
   ``MAX_MISORDER``, wrap-around cycles and resynchronisation after a restart.
 - A.3: cumulative packets lost and the fraction lost over a reporting interval.
 - A.8: interarrival jitter, in timestamp units; the arrival time ``now`` (seconds) is
-  converted to timestamp units with the stream's clock rate.
+  converted to timestamp units with the stream's clock rate. A.8's 1/16 smoothing makes the
+  estimate a picture of the last few hundred milliseconds, so the mean of the estimate over the
+  call (``jitter_mean``) is kept too: a call-end report should describe the call, not its last second.
 
 On top of the RFC counters this keeps counts a voice operator asks for: duplicates,
 reordered packets and "late" packets (arrived after their playout moment, which only the
@@ -49,6 +51,7 @@ class ReceiverStatsSnapshot:
     extended_highest_sequence: int
     jitter: float  # timestamp units (A.8)
     jitter_seconds: float
+    jitter_mean_seconds: float  # the A.8 estimate averaged over every sample of the call
     duplicates: int
     reordered: int
     late: int
@@ -73,6 +76,8 @@ class ReceiverStats:
         "_expected_prior",
         "_have_transit",
         "_jitter",
+        "_jitter_samples",
+        "_jitter_sum",
         "_last_jitter_ts",
         "_late",
         "_max_seq",
@@ -108,6 +113,8 @@ class ReceiverStats:
         self._transit = 0.0
         self._have_transit = False
         self._jitter = 0.0
+        self._jitter_sum = 0.0
+        self._jitter_samples = 0
         self._last_jitter_ts: int | None = None
         self._duplicates = 0
         self._reordered = 0
@@ -235,6 +242,8 @@ class ReceiverStats:
                 d += 2**32
             # A.8: "s->jitter += (1./16.) * ((double)d - s->jitter);"
             self._jitter += (abs(d) - self._jitter) / 16.0
+            self._jitter_sum += self._jitter
+            self._jitter_samples += 1
         self._transit = transit
         self._have_transit = True
 
@@ -305,6 +314,9 @@ class ReceiverStats:
             extended_highest_sequence=self.extended_highest_sequence,
             jitter=self._jitter,
             jitter_seconds=self._jitter / self._clock_rate,
+            jitter_mean_seconds=(
+                self._jitter_sum / self._jitter_samples / self._clock_rate if self._jitter_samples else 0.0
+            ),
             duplicates=self._duplicates,
             reordered=self._reordered,
             late=self._late,

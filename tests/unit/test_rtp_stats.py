@@ -176,6 +176,25 @@ def test_jitter_converges_to_mean_absolute_transit_difference() -> None:
     assert stats.report_block_values()[3] in (79, 80)
 
 
+def test_jitter_mean_describes_the_whole_call_not_its_last_second() -> None:
+    # 10 s with 10 ms of alternating transit, then 2 s of a steady path: A.8's smoothed estimate has
+    # forgotten the jitter by the end, the call's mean has not (5/6 of the samples saw ~80 units).
+    stats = ReceiverStats(8000)
+    for seq in range(600):
+        offset = 0.010 if seq % 2 and seq < 500 else 0.0
+        stats.update(pkt(seq), seq * 0.02 + offset)
+    snap = stats.snapshot()
+    assert snap.jitter_seconds < 0.0005
+    assert snap.jitter_mean_seconds == pytest.approx(0.010 * 5 / 6, rel=0.05)
+
+
+def test_jitter_mean_is_zero_before_two_samples() -> None:
+    stats = ReceiverStats(8000)
+    assert stats.snapshot().jitter_mean_seconds == 0.0
+    feed(stats, [0, 1])
+    assert stats.snapshot().jitter_mean_seconds == 0.0  # one transit, no difference yet
+
+
 def test_jitter_is_independent_of_clock_origin_and_timestamp_wrap() -> None:
     rng = random.Random(7)
     arrivals = [i * 0.02 + rng.uniform(0, 0.03) for i in range(500)]
