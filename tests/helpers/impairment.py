@@ -66,14 +66,19 @@ class DirectionLog:
     sent: int = 0
     # RFC 3550 A.8 over the actual send times (what the far side should measure), timestamp units
     jitter: float = 0.0
+    jitter_sum: float = 0.0  # of the estimate after every sample, for its mean over the call
+    jitter_samples: int = 0
     _transit: float | None = None
     _last_ts: int | None = None
     dropped_seqs: list[int] = field(default_factory=list)
+    # (send time, sequence number, payload) of every RTP packet sent, in send order (duplicates included)
+    sent_rtp: list[tuple[float, int, bytes]] = field(default_factory=list)
 
     def on_sent(self, data: bytes, now: float, clock_rate: int) -> None:
         self.sent += 1
         if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
             return
+        self.sent_rtp.append((now, struct.unpack_from("!H", data, 2)[0], data[12:]))
         (timestamp,) = struct.unpack_from("!I", data, 4)
         if timestamp == self._last_ts:
             return  # a duplicate or an event update: not a new transit sample
@@ -81,14 +86,35 @@ class DirectionLog:
         transit = now * clock_rate - timestamp
         if self._transit is not None:
             self.jitter += (abs(transit - self._transit) - self.jitter) / 16
+            self.jitter_sum += self.jitter
+            self.jitter_samples += 1
         self._transit = transit
 
     def jitter_seconds(self, clock_rate: int = 8000) -> float:
         return self.jitter / clock_rate
 
+    def jitter_mean_seconds(self, clock_rate: int = 8000) -> float:
+        return self.jitter_sum / self.jitter_samples / clock_rate if self.jitter_samples else 0.0
+
     @property
     def loss_ratio(self) -> float:
         return self.dropped / self.received if self.received else 0.0
+
+    def reordered_as_sent(self) -> int:
+        """Packets that left after a higher sequence number had left (what RFC 3550 A.1 calls misordered
+        at the far side): the relay's reorder *and* the overtaking its jitter causes."""
+        count = 0
+        highest: int | None = None
+        seen: set[int] = set()
+        for _, seq, _ in self.sent_rtp:
+            if seq in seen:
+                continue  # a duplicate is not a reordering
+            seen.add(seq)
+            if highest is not None and ((seq - highest) & 0xFFFF) >= 0x8000:
+                count += 1
+            elif highest is None or seq != highest:
+                highest = seq
+        return count
 
 
 class _Direction:
@@ -158,6 +184,7 @@ class MediaRelay:
         self.caller_addr: Addr | None = None  # learnt from the first packet, or set from SDP
         self.gateway_addr: Addr | None = None
         self.from_gateway: list[tuple[float, bytes]] = []  # every datagram the gateway sent, as received
+        self.from_caller: list[tuple[float, bytes]] = []  # every datagram the caller sent, before impairment
         self._heap: list[tuple[float, int, socket.socket, bytes, str]] = []
         self._order = itertools.count()
         self._lock = threading.Lock()
@@ -205,6 +232,7 @@ class MediaRelay:
                 if key.data == "up":
                     if self.caller_addr is None:
                         self.caller_addr = source
+                    self.from_caller.append((arrival, data))
                     self._schedule(self.up, data, arrival, self._gateway_sock, "up")
                 else:
                     self.from_gateway.append((arrival, data))
@@ -212,7 +240,10 @@ class MediaRelay:
         selector.close()
 
     def _schedule(self, direction: _Direction, data: bytes, now: float, out: socket.socket, name: str) -> None:
-        for at in direction.plan(now):
+        plan = direction.plan(now)
+        if not plan and len(data) >= 12 and not 192 <= data[1] <= 223:
+            direction.log.dropped_seqs.append(struct.unpack_from("!H", data, 2)[0])
+        for at in plan:
             if len(self._heap) >= MAX_QUEUED:
                 direction.log.overflow += 1
                 continue
@@ -220,6 +251,7 @@ class MediaRelay:
 
 
 _M_AUDIO = re.compile(rb"^m=audio (\d+)", re.MULTILINE)
+_CALL_ID = re.compile(rb"^(Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.MULTILINE | re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"^(Content-Length|l)[ \t]*:[ \t]*\d+", re.MULTILINE | re.IGNORECASE)
 
 
@@ -232,6 +264,7 @@ class SdpRelay:
         self._sock = _bind()
         self.port = self._sock.getsockname()[1]
         self._peer: Addr | None = None
+        self.call_id: str | None = None  # Call-ID of the first request the caller sent
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sdp-relay", daemon=True)
 
@@ -262,6 +295,10 @@ class SdpRelay:
                     self._sock.sendto(self._rewrite(data, from_gateway=True), self._peer)
             else:
                 self._peer = source
+                if self.call_id is None:
+                    match = _CALL_ID.search(data)
+                    if match is not None:
+                        self.call_id = match.group(2).decode(errors="replace").strip()
                 self._sock.sendto(self._rewrite(data, from_gateway=False), self.gateway_sip)
 
     def _rewrite(self, data: bytes, *, from_gateway: bool) -> bytes:
