@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -35,14 +36,11 @@ from gateway.sdp import (
     NoCommonCodec,
     SdpError,
     SessionDescription,
-    create_offer,
     parse_sdp,
-    process_answer,
     serialize_sdp,
 )
-from gateway.sdp import (
-    answer as answer_offer,
-)
+from gateway.sdp.crypto import KEY_SALT_LENGTH, SrtpPolicy
+from gateway.sdp.secure import secure_answer, secure_offer, secure_process_answer
 from gateway.session_policy import SessionTimerPolicy, SessionTimerRole
 from gateway.sip.auth import DigestClient
 from gateway.sip.dialog import Dialog
@@ -118,6 +116,9 @@ class Call:
         self.rtp_port = rtp_port
         self.local_sdp = LocalSession(session_id=int(time.time()), address=manager.sdp_address)
         self.negotiated: NegotiatedAudio | None = None
+        # SDES (RFC 4568): the policy (number route / trunk / rtp.srtp) and our keys, fresh per call from a CSPRNG.
+        self.srtp = SrtpPolicy(manager.config.rtp.srtp)
+        self._srtp_keys = (secrets.token_bytes(KEY_SALT_LENGTH), secrets.token_bytes(KEY_SALT_LENGTH))
         self.dialog: Dialog | None = None
         self._ended = asyncio.Event()
         self._children: set[asyncio.Task[None]] = set()
@@ -309,10 +310,7 @@ class Call:
             body = serialize_sdp(self._local_answer)
         else:
             # Delayed offer (§13.2.1 / RFC 3264 §5): our offer goes in the 200, the answer comes in the ACK.
-            self._pending_offer = create_offer(
-                self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
-                session=self.local_sdp,
-            )
+            self._pending_offer = self.make_offer()
             body = serialize_sdp(self._pending_offer)
         headers = [
             ("Contact", str(self.contact())),
@@ -370,7 +368,7 @@ class Call:
             self.send_bye("sip-ack-without-sdp-answer")
             return False
         try:
-            self.negotiated = process_answer(offer, parse_sdp(request.body))
+            self.negotiated = self.read_answer(offer, parse_sdp(request.body))
         except SdpError as exc:
             self.log.warning("sdp_bad_answer_in_ack", reason=exc.reason)
             self.state = CallState.CONFIRMED
@@ -387,16 +385,30 @@ class Call:
             self.state = CallState.CONFIRMED
             self.send_bye("sip-ack-timeout")
 
+    def make_offer(self, direction: Direction = Direction.SENDRECV) -> SessionDescription:
+        """Our offer: RTP/SAVP with a=crypto when this call's SRTP policy is allow or require."""
+        policy = self.srtp
+        if policy is SrtpPolicy.ALLOW and self.negotiated is not None and self.negotiated.srtp is None:
+            policy = SrtpPolicy.OFF  # a re-offer keeps the plain RTP/AVP the call settled on
+        return secure_offer(
+            self.manager.capabilities, policy=policy, keys=self._srtp_keys,
+            local_host=self.manager.sdp_address, local_port=self.rtp_port, session=self.local_sdp,
+            direction=direction,
+        )
+
+    def read_answer(self, offer: SessionDescription, answer: SessionDescription) -> NegotiatedAudio:
+        return secure_process_answer(offer, answer, policy=self.srtp)
+
     def _answer(self, offer: SessionDescription) -> tuple[SessionDescription, NegotiatedAudio]:
         try:
-            return answer_offer(
-                offer, self.manager.capabilities, local_host=self.manager.sdp_address,
-                local_port=self.rtp_port, session=self.local_sdp,
+            return secure_answer(
+                offer, self.manager.capabilities, policy=self.srtp, local_key=self._srtp_keys[0],
+                local_host=self.manager.sdp_address, local_port=self.rtp_port, session=self.local_sdp,
             )
         except NoCommonCodec as exc:
             raise RemoteProtocolError(
                 "Not Acceptable Here", status_code=488,
-                extra_headers=(("Warning", f'305 {self.ua.announced[0]} "{exc.reason}"'),),
+                extra_headers=(("Warning", f'{exc.warning_code} {self.ua.announced[0]} "{exc.reason}"'),),
             ) from None
         except SdpError as exc:
             raise RemoteProtocolError(
@@ -463,10 +475,8 @@ class Call:
             self.log.info("media_renegotiated", codec=negotiated.codec, media_direction=negotiated.direction.name)
         elif request.method == "INVITE":
             # re-INVITE without an offer: we offer in the 2xx, the answer comes in the ACK.
-            self._pending_offer = create_offer(
-                self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
-                session=self.local_sdp,
-                direction=self.negotiated.direction if self.negotiated else Direction.SENDRECV,
+            self._pending_offer = self.make_offer(
+                self.negotiated.direction if self.negotiated else Direction.SENDRECV
             )
             body = serialize_sdp(self._pending_offer)
         if body:
@@ -509,10 +519,7 @@ class Call:
         body = b""
         if method == "INVITE":
             # The refresh re-INVITE repeats our current SDP; the version is unchanged (RFC 3264 §8).
-            offer = create_offer(
-                self.manager.capabilities, local_host=self.manager.sdp_address, local_port=self.rtp_port,
-                session=self.local_sdp, direction=self.negotiated.direction if self.negotiated else Direction.SENDRECV,
-            )
+            offer = self.make_offer(self.negotiated.direction if self.negotiated else Direction.SENDRECV)
             self._offer_out = offer
             body = serialize_sdp(offer)
         request = self.dialog.new_request(
@@ -541,7 +548,7 @@ class Call:
                 self.ack_2xx(request, response)
                 if self._offer_out is not None and response.body:
                     with contextlib.suppress(SdpError):
-                        self.negotiated = process_answer(self._offer_out, parse_sdp(response.body))
+                        self.negotiated = self.read_answer(self._offer_out, parse_sdp(response.body))
                         self.media.apply(self.negotiated)
             interval, we_refresh = self.session_timer.on_refresh_response(response, self._session_interval)
             self._session_interval, self._we_refresh = interval, we_refresh

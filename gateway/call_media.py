@@ -227,6 +227,8 @@ class CallMedia:
             self._flush_rtcp()
         stats = self.media_stats()
         self._observe(stats)
+        if self.endpoint.srtp is not None:
+            self.log.info("srtp_stats", suite=self.endpoint.srtp.keying.suite, **self.endpoint.srtp.counters)
         self.log.info("media_stats", **stats.log_fields())
         self.endpoint.close()
         self._dtmf_pending = ""
@@ -238,6 +240,7 @@ class CallMedia:
         if self._clock is not None:
             self._last_now = self._clock()
         self.params = params
+        self.endpoint.set_srtp(params.srtp)
         rtcp_addr = (params.remote_host, params.remote_rtcp_port) if params.remote_rtcp_port else None
         self.endpoint.set_remote((params.remote_host, params.remote_port), rtcp_addr)
         codec = self._registry.get(params.codec, params.clock_rate)

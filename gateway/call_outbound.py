@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.call_types import SDP, CallState
-from gateway.sdp import SdpError, SessionDescription, create_offer, parse_sdp, process_answer, serialize_sdp
+from gateway.sdp import SdpError, SessionDescription, parse_sdp, serialize_sdp
 from gateway.sip.auth import DigestClient
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError
@@ -38,10 +38,7 @@ class OutboundInvite:
     def start(self, target: SipUri, *, from_user: str, display_name: str | None,
               extra_headers: list[tuple[str, str]]) -> None:
         call, ua = self.call, self.call.ua
-        self.offer = create_offer(
-            call.manager.capabilities, local_host=call.manager.sdp_address, local_port=call.rtp_port,
-            session=call.local_sdp,
-        )
+        self.offer = call.make_offer()
         host = ua.announced[0]
         from_uri = SipUri(host=host if ":" not in host else f"[{host}]", user=from_user)
         headers = Headers(
@@ -140,7 +137,7 @@ class OutboundInvite:
             return
         try:
             assert self.offer is not None
-            call.negotiated = process_answer(self.offer, parse_sdp(response.body))
+            call.negotiated = call.read_answer(self.offer, parse_sdp(response.body))
         except SdpError as exc:
             call.log.warning("sdp_bad_answer", reason=exc.reason)
             call.state = CallState.CONFIRMED

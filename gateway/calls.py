@@ -26,6 +26,7 @@ from gateway.pipeline.events import SessionEvent
 from gateway.pipeline.factory import ProviderPool
 from gateway.routing import RouteMatch, route_invite
 from gateway.sdp import SdpError, SessionDescription, parse_sdp
+from gateway.sdp.crypto import SrtpPolicy
 from gateway.session_policy import SessionTimerPolicy
 from gateway.sip.auth import DigestClient
 from gateway.sip.errors import RemoteProtocolError
@@ -211,6 +212,7 @@ class CallManager:
             number=match.number or None,
         )
         call.route = route
+        call.srtp = SrtpPolicy(route.srtp or self.config.rtp.srtp)
         try:
             call.start_inbound(request, server_tx, offer)
         except RemoteProtocolError as exc:
@@ -302,9 +304,15 @@ class CallManager:
         if trunk_cfg is not None:
             dest_host, dest_port, transport = trunk_cfg.host, trunk_cfg.port, trunk_cfg.transport
         else:
-            dest_host, dest_port = uri.host.strip("[]"), uri.port or 5060
-            transport = uri.transport or "udp"
+            # RFC 3261 §26.2.2: a sips: URI means TLS on every hop; §19.1: its default port is 5061.
+            secure = uri.scheme == "sips"
+            dest_host, dest_port = uri.host.strip("[]"), uri.port or (5061 if secure else 5060)
+            transport = "tls" if secure else (uri.transport or "udp")
         destination = await self._resolve(dest_host, dest_port)
+        if transport == "tls":
+            self.ua.transport.set_tls_peer(
+                destination, dest_host, verify=trunk_cfg.tls_verify if trunk_cfg is not None else True
+            )
         if self.ua.draining:
             raise CallError("the gateway is draining")
         try:
@@ -325,6 +333,7 @@ class CallManager:
             local_tag=self.ua.new_tag(),
             number=trunk_cfg.name if trunk_cfg is not None else None,
         )
+        call.srtp = SrtpPolicy(trunk_cfg.srtp if trunk_cfg is not None else self.config.rtp.srtp)
         user = from_user or (trunk_cfg.from_user or trunk_cfg.username if trunk_cfg else None) or "voicegw"
         call.customer_number = number if number is not None else sip_uri
         self._admit(call)

@@ -76,6 +76,38 @@ class SipTimers(_Model):
     t4: float = Field(5.0, gt=0, description="RFC 3261 T4 (max message lifetime), seconds")
 
 
+SrtpMode = Literal["off", "allow", "require"]
+
+
+class TlsConfig(_Model):
+    """SIP over TLS (RFC 3261 §26.2, port 5061 by §19.1); certificates are read at start only."""
+
+    listen: str = Field("0.0.0.0:5061", description="host:port of the TLS listener (when cert_file is set)")
+    cert_file: str | None = Field(None, description="PEM certificate chain presented to peers (no listener without)")
+    key_file: str | None = Field(None, description="PEM private key of cert_file")
+    ca_file: str | None = Field(None, description="PEM CA bundle for verifying peers (default: system CAs)")
+    verify_server: bool = Field(
+        True, description="outbound: verify the trunk's certificate and host name (per-trunk tls_verify can turn it off)"
+    )
+    verify_clients: bool = Field(False, description="inbound: demand a client certificate signed by ca_file")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        parse_host_port(v, default_port=5061)
+        return v
+
+    @property
+    def listen_addr(self) -> tuple[str, int]:
+        return parse_host_port(self.listen, default_port=5061)
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("sip.tls needs both cert_file and key_file (or neither: outbound TLS only)")
+        return self
+
+
 class SipConfig(_Model):
     listen: str = Field("127.0.0.1:5060", description="host:port bound for UDP and TCP")
     public_address: str | None = Field(
@@ -90,6 +122,7 @@ class SipConfig(_Model):
     min_se: int = Field(90, ge=90, description="RFC 4028 Min-SE we accept, seconds")
     ring_timeout: float = Field(60.0, gt=0, description="outbound calls: CANCEL after this many seconds of ringing")
     answer_delay: float = Field(0.0, ge=0, description="seconds between 180 Ringing and 200 OK on inbound calls")
+    tls: TlsConfig | None = Field(None, description="SIP over TLS listener and outbound TLS settings")
 
     @field_validator("listen")
     @classmethod
@@ -122,6 +155,7 @@ class RtpConfig(_Model):
     port_max: int = Field(20999, ge=1025, le=65535)
     media_timeout: float = Field(30.0, gt=0, description="no RTP for this long → BYE (suspended on hold)")
     public_address: str | None = Field(None, description="address written in SDP c= (defaults to sip's)")
+    srtp: SrtpMode = Field("off", description="SRTP (SDES) for inbound calls unless the number sets srtp")
 
     @model_validator(mode="after")
     def _check_range(self) -> RtpConfig:
@@ -184,6 +218,7 @@ class NumberRoute(_Model):
     max_calls: int | None = Field(
         None, ge=1, description="concurrent inbound calls on this number; one more gets 486 Busy Here"
     )
+    srtp: SrtpMode | None = Field(None, description="SRTP (SDES) for calls to this number (default: rtp.srtp)")
 
     @model_validator(mode="after")
     def _one_target(self) -> NumberRoute:
@@ -215,13 +250,23 @@ class TrunkConfig(_Model):
     name: str
     host: str
     port: int = Field(5060, ge=1, le=65535)
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = Field("udp", description="tls: port defaults to 5061")
+    srtp: SrtpMode = Field("off", description="SRTP (SDES) for outbound calls on this trunk")
+    tls_verify: bool = Field(True, description="transport tls: verify the certificate against host")
     username: str | None = None
     password: str | None = None
     realm: str | None = None
     register_: bool = Field(False, alias="register", description="REGISTER to this trunk and keep it refreshed")
     expires: int = Field(3600, ge=60, description="REGISTER expiry we ask for, seconds")
     from_user: str | None = Field(None, description="user part of From for outbound calls (default: username)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tls_port(cls, data: Any) -> Any:
+        # RFC 3261 §19.1: "the default port for sips is 5061".
+        if isinstance(data, dict) and data.get("transport") == "tls" and "port" not in data:
+            return {**data, "port": 5061}
+        return data
 
     @model_validator(mode="after")
     def _check_register(self) -> TrunkConfig:

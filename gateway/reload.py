@@ -31,6 +31,7 @@ RESTART_KEYS: tuple[str, ...] = (
     "sip.force_rport",
     "sip.session_expires",
     "sip.min_se",
+    "sip.tls",  # the TLS listener and its certificates are loaded at start (no certificate reload)
     "rtp.port_min",
     "rtp.port_max",
     "http.listen",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Protocol, assert_never
 
@@ -17,6 +18,7 @@ from gateway.admission import Action, AdmissionPolicy, LoadMonitor, watch_event_
 from gateway.config import GatewayConfig, is_ip_literal
 from gateway.observability.logging import get_logger, redact_sip_message
 from gateway.observability.metrics import Metrics, status_class
+from gateway.sdp.crypto import redact_crypto_keys
 from gateway.sip.auth import DigestServer
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.headers import NameAddr, Via
@@ -36,6 +38,7 @@ from gateway.sip.transaction import (
 )
 from gateway.sip.uri import SipUri
 from gateway.transport.sip_transport import Addr, SipTransport
+from gateway.transport.tls import client_context, server_context
 
 # Methods we implement as a UA; anything else known is 405, anything unknown is 501 (§8.2.1).
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO")
@@ -140,6 +143,7 @@ class UserAgent:
         self._timer: asyncio.TimerHandle | None = None
         self._pumping = False
         self.local_addr: Addr = config.sip.listen_addr
+        self.tls_addr: Addr | None = None
         security = config.security
         self._tasks = tasks
         self.admission = AdmissionPolicy.from_config(
@@ -162,11 +166,31 @@ class UserAgent:
             self._guessed_host = self._address_probe(host)
             self.log.info("announced_address_guessed", listen=self.config.sip.listen, announced=self._guessed_host)
         self.local_addr = await self.transport.start(host, port)
+        await self._start_tls()
         await self._trust_trunk_hosts()
         self._lag_probe = self._tasks.create_task(
             watch_event_loop(self.load, on_overload=lambda lag: self.log.warning("overload_shedding", lag=lag))
         )
         return self.local_addr
+
+    async def _start_tls(self) -> None:
+        """The TLS listener (sip.tls) and the contexts for outbound TLS (trunks with transport tls, sips: URIs)."""
+        tls = self.config.sip.tls
+
+        def client(verify: bool) -> ssl.SSLContext:
+            return client_context(ca_file=tls.ca_file if tls else None, verify=verify and (tls is None or tls.verify_server))
+
+        server = None
+        if tls is not None and tls.cert_file is not None and tls.key_file is not None:
+            server = server_context(tls.cert_file, tls.key_file, ca_file=tls.ca_file, verify_clients=tls.verify_clients)
+        host, port = tls.listen_addr if tls is not None else ("", 0)
+        self.tls_addr = await self.transport.start_tls(host, port, server, client)
+
+    def port_for(self, transport: str) -> int:
+        """The port announced in Via/Contact for ``transport``: TLS has its own listener (§19.1: 5061)."""
+        if transport == "tls" and self.tls_addr is not None:
+            return self.tls_addr[1]
+        return self.announced[1]
 
     async def _trust_trunk_hosts(self) -> None:
         """Trunks named by host name: their addresses join the trusted sources (resolved once, at start)."""
@@ -209,7 +233,7 @@ class UserAgent:
         return f"{secrets.token_hex(12)}@{self.announced[0]}"
 
     def make_via(self, transport: str) -> Via:
-        host, port = self.announced
+        host, port = self.announced[0], self.port_for(transport)
         return Via(
             host=_host_for_uri(host),
             port=port,
@@ -218,7 +242,7 @@ class UserAgent:
         )
 
     def contact(self, transport: str, user: str | None = None) -> NameAddr:
-        host, port = self.announced
+        host, port = self.announced[0], self.port_for(transport)
         params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
         return NameAddr(uri=SipUri(host=_host_for_uri(host), port=port, user=user, params=params))
 
@@ -570,7 +594,7 @@ class UserAgent:
                 peer=f"{peer[0]}:{peer[1]}",
                 transport=transport,
                 size=len(data),
-                message=redact_sip_message(data.decode("utf-8", "replace")),
+                message=redact_crypto_keys(redact_sip_message(data.decode("utf-8", "replace"))),
             )
 
 

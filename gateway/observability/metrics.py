@@ -115,6 +115,10 @@ class Metrics:
         self.rtp_latched = Counter(
             "voicegw_rtp_latched", "Symmetric-RTP latches, by how (signalled or learnt source)", ["how"], registry=r
         )
+        self.srtp_errors = Counter(
+            "voicegw_srtp_errors", "SRTP/SRTCP packets that failed protect or unprotect (dropped), by direction "
+            "(in|out) and kind (rtp|rtcp)", ["direction", "kind"], registry=r,
+        )
         self.media_timeouts = Counter("voicegw_rtp_media_timeouts", "Calls ended for lack of RTP", registry=r)
         self.playout_lateness_seconds = Histogram(
             "voicegw_playout_lateness_seconds",

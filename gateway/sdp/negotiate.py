@@ -14,10 +14,11 @@ our ``o=`` line, which the caller keeps per call.  Codec registries are mapped t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from gateway.sdp.crypto import SrtpKeying
 from gateway.sdp.model import (
     AttributeLine,
     Connection,
@@ -68,7 +69,7 @@ _STATIC_AUDIO: Mapping[int, tuple[str, int, int]] = MappingProxyType(
     }
 )
 # The RTP profiles whose audio we can carry (AVPF is AVP plus feedback we may ignore); SAVP needs SRTP.
-_RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
+RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
 # Dynamic payload types handed out by create_offer: 101 first (what most peers expect for DTMF).
 _DYNAMIC_ORDER = (*range(101, 128), *range(96, 101))
 _PTIME_RANGE = range(1, 201)
@@ -113,6 +114,7 @@ class NegotiatedAudio:
     remote_port: int
     remote_rtcp_port: int | None
     direction: Direction
+    srtp: SrtpKeying | None = None  # SDES keys (RFC 4568) when the stream is RTP/SAVP
 
 
 class LocalSession:
@@ -236,6 +238,7 @@ def _audio_section(
     entries: Sequence[tuple[int, str, int, int, str | None]],
     ptime: int,
     direction: Direction,
+    extra: Sequence[AttributeLine] = (),
 ) -> MediaDescription:
     attributes: list[AttributeLine] = []
     for payload_type, name, clock_rate, channels, _ in entries:
@@ -247,6 +250,7 @@ def _audio_section(
             attributes.append(Fmtp(payload_type=payload_type, parameters=fmtp))
     attributes.append(Ptime(milliseconds=ptime))
     attributes.append(DirectionAttribute(direction=direction))
+    attributes.extend(extra)
     return MediaDescription(
         media="audio",
         port=port,
@@ -277,6 +281,8 @@ def answer(
     session: LocalSession,
     preferred_ptime: int = 20,
     local_direction: Direction = Direction.SENDRECV,
+    profiles: frozenset[str] = RTP_PROFILES,
+    extra_attributes: Callable[[MediaDescription], Sequence[AttributeLine]] | None = None,
 ) -> tuple[SessionDescription, NegotiatedAudio]:
     """Answer ``offer`` (RFC 3264 §6) using the first audio stream we can serve.
 
@@ -284,6 +290,9 @@ def answer(
     support, the offerer's order of preference wins; telephone-event keeps the offerer's payload
     type; ``a=ptime`` from the offer is honoured.  ``local_direction`` is what we want (e.g.
     SENDONLY while we hold the call); the answer never allows more than the offer does.
+
+    ``profiles`` are the m= protocols we accept (RTP/SAVP only with SRTP keys at hand);
+    ``extra_attributes(offered_media)`` adds lines to the answered stream (e.g. our ``a=crypto``).
 
     Raises :class:`NoCommonCodec` (the UA answers 488 with a Warning) when no audio stream is usable.
     """
@@ -293,7 +302,7 @@ def answer(
     # A stream the offerer disabled (port 0) is only used when there is no live one.
     for wanted_live in (True, False):
         for index, media in enumerate(offer.media):
-            if media.media != "audio" or media.proto not in _RTP_PROFILES or (media.port != 0) != wanted_live:
+            if media.media != "audio" or media.proto not in profiles or (media.port != 0) != wanted_live:
                 continue
             if offer.connection_of(media) is None and media.port != 0:
                 unaddressed = True  # RFC 4566 §5.7: a c= line in the session or in every m= section.
@@ -344,8 +353,11 @@ def answer(
         event_name = event_map.encoding_name if event_map is not None else event.name
         entries.append((event_pt, event_name, event.clock_rate, event.channels, event.fmtp))
 
+    extra = tuple(extra_attributes(media)) if extra_attributes is not None and live else ()
     sections = [
-        _audio_section(port=local_port, proto=media.proto, entries=entries, ptime=ptime, direction=direction)
+        _audio_section(
+            port=local_port, proto=media.proto, entries=entries, ptime=ptime, direction=direction, extra=extra
+        )
         if index == choice.index and live
         else _rejected(offered)
         for index, offered in enumerate(offer.media)
@@ -392,6 +404,8 @@ def create_offer(
     direction: Direction = Direction.SENDRECV,
     ptime: int = 20,
     payload_types: Mapping[str, int] | None = None,
+    proto: str = "RTP/AVP",
+    extra_attributes: Sequence[AttributeLine] = (),
 ) -> SessionDescription:
     """One audio stream listing ``capabilities`` in our order of preference (RFC 3264 §5).
 
@@ -430,7 +444,8 @@ def create_offer(
         connection=Connection(address=local_host, addr_type=_addr_type(local_host)),
         media=(
             _audio_section(
-                port=local_port, proto="RTP/AVP", entries=entries, ptime=ptime, direction=direction
+                port=local_port, proto=proto, entries=entries, ptime=ptime, direction=direction,
+                extra=extra_attributes,
             ),
         ),
     )

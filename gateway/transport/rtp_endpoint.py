@@ -34,6 +34,8 @@ from typing import Any
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
 from gateway.rtp.packet import RtpPacket, RtpParseError, is_rtcp, seq_distance
+from gateway.sdp.crypto import SrtpKeying
+from gateway.transport.srtp import SrtpContext
 
 Addr = tuple[str, int]
 LEARN_PACKETS = 2  # like RFC 3550 A.1 MIN_SEQUENTIAL: two packets in sequence make a source
@@ -118,6 +120,7 @@ class RtpEndpoint:
         self.counters: Counter[str] = Counter()
         self.last_received: float | None = None
         self._log = log if log is not None else get_logger("rtp")
+        self.srtp: SrtpContext | None = None  # RFC 3711: set when the stream is RTP/SAVP
 
     # -- sockets ---------------------------------------------------------------------------------
 
@@ -160,6 +163,13 @@ class RtpEndpoint:
             self._learning = None
         self.signalled_rtcp = rtcp_addr
 
+    def set_srtp(self, keying: SrtpKeying | None) -> None:
+        """SDES keys from the offer/answer; the same keys again keep the session (and its replay window)."""
+        if keying is None:
+            self.srtp = None
+        elif self.srtp is None or self.srtp.keying != keying:
+            self.srtp = SrtpContext(keying, metrics=self._metrics)
+
     @property
     def remote(self) -> Addr | None:
         return self.latched or self.signalled
@@ -198,6 +208,12 @@ class RtpEndpoint:
         if latched is not None and source != latched:
             self._drop("wrong_source")
             return
+        if self.srtp is not None:
+            plain = self.srtp.unprotect(data)
+            if plain is None:
+                self._drop("srtp_unprotect")  # RFC 3711 §3.3: the packet MUST be discarded
+                return
+            data = plain
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError as exc:
@@ -254,6 +270,12 @@ class RtpEndpoint:
         if source[0] != allowed:
             self._drop("rtcp_wrong_source")
             return
+        if self.srtp is not None:
+            plain = self.srtp.unprotect_rtcp(data)
+            if plain is None:
+                self._drop("srtcp_unprotect")
+                return
+            data = plain
         self.rtcp_source = source
         self.counters["rtcp_received"] += 1
         if self._metrics is not None:
@@ -270,6 +292,11 @@ class RtpEndpoint:
         remote = self.remote
         if self._rtp is None or remote is None or remote[1] == 0:
             return False
+        if self.srtp is not None:
+            protected = self.srtp.protect(data)
+            if protected is None:
+                return False
+            data = protected
         self._rtp.sendto(data, remote)
         self.counters["sent"] += 1
         return True
@@ -281,6 +308,11 @@ class RtpEndpoint:
         transport = self._rtp if self.rtcp_mux or self._rtcp is None else self._rtcp
         if transport is None:
             return False
+        if self.srtp is not None:
+            protected = self.srtp.protect_rtcp(data)
+            if protected is None:
+                return False
+            data = protected
         transport.sendto(data, remote)
         self.counters["rtcp_sent"] += 1
         if self._metrics is not None:

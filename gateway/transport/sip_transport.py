@@ -1,13 +1,19 @@
-"""SIP over UDP and TCP (RFC 3261 §18) on one configured address, one event loop.
+"""SIP over UDP, TCP (RFC 3261 §18) and TLS (§26.2, RFC 5630) on configured addresses, one event loop.
 
 Datagrams are handed up whole (the parser frames them by Content-Length, §18.3); TCP byte streams are framed by
 :class:`gateway.sip.parser.StreamFramer` and each connection is remembered by its peer address so responses and
 in-dialog requests reuse it (§18.2.2). Outbound TCP connects on demand.
+
+TLS is framed like TCP. An inbound connection is accepted as plain TCP and upgraded by a handshake we
+drive ourselves, so a failed handshake (a plain-TCP or garbage client, an untrusted certificate) is
+reported with the peer and the reason, and the connection is closed. Outbound TLS verifies the peer's
+certificate against the name registered with :meth:`SipTransport.set_tls_peer` (RFC 5922 §7).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -15,12 +21,13 @@ from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.parser import StreamFramer
 
 Addr = tuple[str, int]
-# (data, source address, "udp" | "tcp")
+# (data, source address, "udp" | "tcp" | "tls")
 ReceiveCallback = Callable[[bytes, Addr, str], None]
 ErrorCallback = Callable[[str, Addr, str], None]
 
 _TCP_CONNECT_TIMEOUT = 5.0
 _TCP_IDLE_LIMIT_BYTES = 1 << 20
+_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -40,8 +47,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, outbound_peer: Addr | None = None) -> None:
+    def __init__(self, owner: SipTransport, outbound_peer: Addr | None = None, kind: str = "tcp") -> None:
         self._owner = owner
+        self.kind = kind
+        self._connections = owner._tls_connections if kind == "tls" else owner._tcp_connections
         self._framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Addr | None = outbound_peer
@@ -51,34 +60,52 @@ class _TcpConnection(asyncio.Protocol):
         if self.peer is None:
             info = transport.get_extra_info("peername")
             self.peer = (info[0], info[1])
-        self._owner._tcp_connections[self.peer] = self
+        self._connections[self.peer] = self
+        self._drain()
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.transport is not None
         self._framer.feed(data)
+        if self.transport is not None:  # TLS: records may arrive before start_tls hands us the transport
+            self._drain()
+
+    def _drain(self) -> None:
+        assert self.peer is not None and self.transport is not None
         while True:
             try:
                 message = self._framer.next_message()
             except RemoteProtocolError as exc:
                 # §18.3: a stream that cannot be framed is unrecoverable: close it.
-                self._owner._on_error(exc.reason, self.peer, "tcp")
+                self._owner._on_error(exc.reason, self.peer, self.kind)
                 self.transport.close()
                 return
             if message is None:
                 return
-            self._owner._on_receive(message, self.peer, "tcp")
+            self._owner._on_receive(message, self.peer, self.kind)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self._owner._tcp_connections.get(self.peer) is self:
-            del self._owner._tcp_connections[self.peer]
+        if self.peer is not None and self._connections.get(self.peer) is self:
+            del self._connections[self.peer]
 
     def send(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
 
+class _TlsAccept(asyncio.Protocol):
+    """An inbound connection on the TLS port, before its handshake: reads nothing until upgraded."""
+
+    def __init__(self, owner: SipTransport) -> None:
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast(asyncio.Transport, transport)
+        tcp.pause_reading()  # the ClientHello is for the TLS layer, not for a SIP framer
+        info = transport.get_extra_info("peername")
+        self._owner._tasks.create_task(self._owner._handshake(tcp, (info[0], info[1]), self))
+
+
 class SipTransport:
-    """UDP and TCP listeners on one host:port; ``send`` picks the transport the message names."""
+    """UDP and TCP listeners on one host:port (plus TLS on its own); ``send`` picks the transport named."""
 
     def __init__(self, on_receive: ReceiveCallback, on_error: ErrorCallback, tasks: asyncio.TaskGroup) -> None:
         self._tasks = tasks  # outbound TCP connects belong to the server's task group
@@ -87,8 +114,14 @@ class SipTransport:
         self._udp: _UdpProtocol | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_connections: dict[Addr, _TcpConnection] = {}
-        self._pending_tcp: dict[Addr, list[bytes]] = {}
+        self._pending_tcp: dict[tuple[str, Addr], list[bytes]] = {}
+        self._tls_connections: dict[Addr, _TcpConnection] = {}
+        self._tls_server: asyncio.Server | None = None
+        self._tls_server_context: ssl.SSLContext | None = None
+        self._tls_client_context: Callable[[bool], ssl.SSLContext] | None = None
+        self._tls_peers: dict[Addr, tuple[str, bool]] = {}
         self.local_addr: Addr | None = None
+        self.tls_addr: Addr | None = None
 
     async def start(self, host: str, port: int) -> Addr:
         loop = asyncio.get_running_loop()
@@ -105,34 +138,84 @@ class SipTransport:
         self.local_addr = (sockname[0], bound_port)
         return self.local_addr
 
+    async def start_tls(
+        self, host: str, port: int, server_context: ssl.SSLContext | None,
+        client_context: Callable[[bool], ssl.SSLContext],
+    ) -> Addr | None:
+        """The TLS listener (when ``server_context`` is given) and the outbound TLS contexts
+        (``client_context(verify)``). Returns the bound TLS address."""
+        self._tls_client_context = client_context
+        if server_context is None:
+            return None
+        self._tls_server_context = server_context
+        loop = asyncio.get_running_loop()
+        self._tls_server = await loop.create_server(lambda: _TlsAccept(self), host=host, port=port,
+                                                    reuse_address=True)
+        sockname = self._tls_server.sockets[0].getsockname()
+        self.tls_addr = (sockname[0], sockname[1])
+        return self.tls_addr
+
+    def set_tls_peer(self, destination: Addr, server_name: str, *, verify: bool = True) -> None:
+        """The name the certificate of ``destination`` must carry (the trunk host or the sips: URI host)."""
+        self._tls_peers[destination] = (server_name, verify)
+
+    async def _handshake(self, tcp: asyncio.Transport, peer: Addr, accept: _TlsAccept) -> None:
+        assert self._tls_server_context is not None
+        loop = asyncio.get_running_loop()
+        conn = _TcpConnection(self, peer, kind="tls")
+        try:
+            secure = await loop.start_tls(
+                tcp, conn, self._tls_server_context, server_side=True,
+                ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self._on_error(f"tls handshake failed: {_reason(exc)}", peer, "tls")
+            tcp.close()
+            return
+        if secure is None:
+            tcp.close()
+            return
+        conn.connection_made(secure)
+
     def send(self, data: bytes, destination: Addr, transport: str) -> None:
         if transport == "udp":
             if self._udp is None or self._udp.transport is None:
                 return
             self._udp.transport.sendto(data, destination)
             return
-        conn = self._tcp_connections.get(destination)
+        kind = "tls" if transport == "tls" else "tcp"
+        conn = (self._tls_connections if kind == "tls" else self._tcp_connections).get(destination)
         if conn is not None:
             conn.send(data)
             return
-        pending = self._pending_tcp.get(destination)
+        pending = self._pending_tcp.get((kind, destination))
         if pending is not None:
             pending.append(data)
             return
-        self._pending_tcp[destination] = [data]
-        self._tasks.create_task(self._connect(destination))
+        self._pending_tcp[(kind, destination)] = [data]
+        self._tasks.create_task(self._connect(destination, kind))
 
-    async def _connect(self, destination: Addr) -> None:
+    async def _connect(self, destination: Addr, kind: str = "tcp") -> None:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(_TCP_CONNECT_TIMEOUT):
-                await loop.create_connection(lambda: _TcpConnection(self, destination), *destination)
+            async with asyncio.timeout(_TCP_CONNECT_TIMEOUT + (_TLS_HANDSHAKE_TIMEOUT if kind == "tls" else 0)):
+                if kind == "tls":
+                    if self._tls_client_context is None:
+                        raise ConnectionError("TLS is not configured")
+                    name, verify = self._tls_peers.get(destination, (destination[0], True))
+                    await loop.create_connection(
+                        lambda: _TcpConnection(self, destination, kind="tls"), *destination,
+                        ssl=self._tls_client_context(verify), server_hostname=name,
+                        ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT,
+                    )
+                else:
+                    await loop.create_connection(lambda: _TcpConnection(self, destination), *destination)
         except (OSError, TimeoutError) as exc:
-            self._pending_tcp.pop(destination, None)
-            self._on_error(f"tcp connect failed: {exc}", destination, "tcp")
+            self._pending_tcp.pop((kind, destination), None)
+            self._on_error(f"{kind} connect failed: {_reason(exc)}", destination, kind)
             return
-        queued = self._pending_tcp.pop(destination, [])
-        conn = self._tcp_connections.get(destination)
+        queued = self._pending_tcp.pop((kind, destination), [])
+        conn = (self._tls_connections if kind == "tls" else self._tcp_connections).get(destination)
         if conn is not None:
             for data in queued:
                 conn.send(data)
@@ -140,7 +223,9 @@ class SipTransport:
     async def close(self) -> None:
         if self._tcp_server is not None:
             self._tcp_server.close()
-        for conn in list(self._tcp_connections.values()):
+        if self._tls_server is not None:
+            self._tls_server.close()
+        for conn in [*self._tcp_connections.values(), *self._tls_connections.values()]:
             if conn.transport is not None:
                 conn.transport.close()
         if self._udp is not None and self._udp.transport is not None:
@@ -151,3 +236,12 @@ class SipTransport:
                     await self._tcp_server.wait_closed()
             except TimeoutError:
                 pass
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for the log: the OpenSSL reason when there is one (never key material)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{type(exc).__name__}: {exc.reason}" + (
+            f" ({exc.verify_message})" if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message else ""
+        )
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -31,6 +31,7 @@ EXPECTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("voicegw_rtp_packets", "counter", ("direction",)),
     ("voicegw_rtp_bytes", "counter", ("direction",)),
     ("voicegw_rtp_packets_dropped", "counter", ("reason",)),
+    ("voicegw_srtp_errors", "counter", ("direction", "kind")),
     ("voicegw_rtp_packets_lost", "counter", ()),
     ("voicegw_rtp_packets_late", "counter", ()),
     ("voicegw_rtp_packets_duplicated", "counter", ()),
