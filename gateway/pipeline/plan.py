@@ -74,6 +74,7 @@ def settings_for(assistant: Assistant) -> SessionSettings:
             temperature=model.temperature,
             max_tokens=model.max_tokens,
         ),
+        llm_fallback_models=tuple(getattr(model, "fallback_models", ())),
         stt=SttOptions(
             language=a.transcriber.language,
             model=a.transcriber.model,

@@ -8,13 +8,20 @@ request and the TTS request at once; the speaker has already dropped the audio.
 
 :class:`TtsChain` is the voice with its ``fallbackPlan``: a voice that fails is skipped for the rest of
 the call and the next one speaks, the local voice last, so the caller always hears something.
+
+Faults: a model request that fails before any reply came is retried on the assistant's
+``model.fallbackModels`` in order (Vapi); a reply that failed on every model is the session's to handle
+(an apology and the next turn, or the end of the call when it keeps failing). A provider or tool runner
+raising something other than :class:`ProviderError` is a bug of that stage, not of the call: the LLM's or
+a voice's becomes a ``protocol`` failure of that provider, a tool runner's a failed tool result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +30,8 @@ from gateway.pipeline.settings import DEFAULT_TOOL_FILLERS, ToolBehaviour, ToolM
 from gateway.providers.base import (
     ChatMessage,
     LlmDone,
+    LlmEvent,
+    LlmOptions,
     ProviderError,
     TextDelta,
     ToolCall,
@@ -82,19 +91,29 @@ class TtsChain:
                     got_audio = True
                     speaker.feed(utt, pcm)
                 return
-            except ProviderError as exc:
+            except Exception as exc:  # any failure of a voice is that voice's failure
+                if not isinstance(exc, ProviderError):
+                    self._log.error("tts_unexpected_error", provider=provider.name, exc_info=exc)
+                    exc = unexpected(provider.name, exc)
                 self._on_failure(exc)
                 if got_audio:
                     return  # the caller heard part of it; do not repeat the chunk in another voice
+                if self._voices[0][0] is not provider:
+                    continue  # a concurrent utterance already gave this voice up
                 if len(self._voices) > 1:
                     self._voices.pop(0)
                     self._log.warning("tts_fallback", failed=provider.name, next=self._voices[0][0].name)
                     continue
-                raise
+                raise exc
 
     @property
     def local_only(self) -> bool:
         return len(self._voices) == 1
+
+
+def unexpected(provider: str, exc: BaseException) -> ProviderError:
+    """A provider's bug (an exception that is not a :class:`ProviderError`) as its ``protocol`` failure."""
+    return ProviderError(provider, "protocol", f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _first(group: BaseExceptionGroup[ProviderError]) -> ProviderError:
@@ -123,20 +142,29 @@ class Responder:
     async def run(self) -> None:
         s = self.session
         error: ProviderError | None = None
+        crash: BaseException | None = None
         try:
             await self._run()
         except* ProviderError as group:
             error = _first(group)
+        except* Exception as group:
+            crash = group.exceptions[0]
         finally:
             s.speaker.end(self.utt)
         s.responder_done(self)
-        if error is not None:
-            # The LLM failed, or every voice did (a TTS failure first falls back to the next voice).
+        if crash is not None:
+            # A bug of ours in this reply: this call ends (with an apology), no other call notices.
+            s.speaker.cancel(self.utt, s.loop.time())
+            s.internal_error("responder", crash)
+        elif error is not None:
+            # The LLM failed (on every model), or every voice did (a TTS failure first falls back).
             s.speaker.cancel(self.utt, s.loop.time())
             if error.provider == s.providers.llm.name:
                 s.llm_failed(error)
             else:
                 s.fail("tts", error)
+        else:
+            s.llm_succeeded()
 
     async def _run(self) -> None:
         s = self.session
@@ -152,7 +180,7 @@ class Responder:
                     calls: tuple[ToolCall, ...] = ()
                     if self.timing is not None and "llm_request_at" not in self.timing:
                         self.timing["llm_request_at"] = s.loop.time()
-                    async for event in s.providers.llm.stream(s.history, tools=settings.tools, options=settings.llm):
+                    async for event in self._llm_stream():
                         match event:
                             case TextDelta():
                                 if self.timing is not None and "llm_first_token_at" not in self.timing:
@@ -184,6 +212,32 @@ class Responder:
                 s.end_after(s.say(message, kind="end-call", interruptible=False), "assistant-ended-call")
             else:
                 s.end_after(self.utt, "assistant-ended-call")
+
+    async def _llm_stream(self) -> AsyncIterator[LlmEvent]:
+        """The reply's events from the model, else from ``fallbackModels`` in order: a model is given up for
+        this request when it failed before sending anything (after that, the caller has heard part of it)."""
+        s = self.session
+        settings = s.settings
+        llm = s.providers.llm
+        models: list[LlmOptions] = [settings.llm]
+        models += [dataclasses.replace(settings.llm, model=m) for m in settings.llm_fallback_models
+                   if m != settings.llm.model]
+        for i, options in enumerate(models):
+            started = False
+            try:
+                async for event in llm.stream(s.history, tools=settings.tools, options=options):
+                    started = True
+                    yield event
+                return
+            except ProviderError as exc:
+                error = exc
+            except Exception as exc:  # a provider's bug is that provider's failure
+                s.log.error("llm_unexpected_error", provider=llm.name, exc_info=exc)
+                error = unexpected(llm.name, exc)
+            if started or i == len(models) - 1:
+                raise error
+            s.provider_failed("llm", error)
+            s.log.warning("llm_fallback", failed=options.model, next=models[i + 1].model)
 
     async def _tts_worker(self, queue: asyncio.Queue[_Item]) -> None:
         s = self.session
@@ -293,6 +347,9 @@ class Responder:
             return ToolOutcome(content=f"Tool {call.name!r} timed out.", failed=True)
         except ProviderError as exc:
             return ToolOutcome(content=f"Tool {call.name!r} failed: {exc.message}", failed=True)
+        except Exception as exc:  # a tool runner's bug fails that tool, not the call
+            s.log.error("tool_unexpected_error", tool=call.name, exc_info=exc)
+            return ToolOutcome(content=f"Tool {call.name!r} failed.", failed=True)
         finally:
             for handle in handles:
                 handle.cancel()

@@ -15,6 +15,19 @@ Stages and who drives them::
 - Every task lives in the session's TaskGroup, owned by the call; every queue is bounded and every drop
   is counted; every provider wait has a deadline (inside the providers).
 - Timers (turn endpointing, idle, silence, max duration, keypad) are loop timers on absolute deadlines.
+
+Faults (each counted in ``voicegw_provider_errors{provider,kind}`` and logged as ``provider_error``):
+
+- STT: a dropped stream is reconnected with back-off (``STT_RECONNECTS`` attempts in a row); caller audio
+  of the gap waits in the bounded STT queue (``STT_QUEUE_FRAMES``, the latest 2 s) and is sent to the new
+  stream, older frames are dropped and counted (``voicegw_pipeline_frames_dropped{reason="stt_queue_full"}``).
+  The utterance cut by the drop is lost unless its audio is still queued; the next one is heard.
+- LLM: fallback models first (responder); a reply failed on every model gets ``llm_error_message`` and the
+  conversation goes on; ``llm_failed_replies_to_end`` failed replies in a row end the call with Vapi's
+  ``pipeline-error-<provider>-llm-failed`` after the apology.
+- TTS: the next voice of the chain (the local voice last) speaks for the rest of the call.
+- A bug (an exception that is not a ``ProviderError``) in any of the session's tasks ends this call only,
+  with the LLM stage's ``pipeline-error-*`` reason: the call owns the session, nothing else shares it.
 """
 
 from __future__ import annotations
@@ -23,9 +36,9 @@ import asyncio
 import audioop
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
@@ -39,7 +52,7 @@ from gateway.pipeline.events import (
     TurnTiming,
     UserInterrupted,
 )
-from gateway.pipeline.responder import Responder, TtsChain
+from gateway.pipeline.responder import Responder, TtsChain, unexpected
 from gateway.pipeline.settings import SessionSettings
 from gateway.pipeline.speaker import (
     Heard,
@@ -61,6 +74,8 @@ from gateway.providers.base import (
 )
 
 __all__ = ["ConversationSession", "Providers", "ToolOutcome", "ToolRunner"]
+
+T = TypeVar("T")
 
 STT_QUEUE_FRAMES = 100  # 2 s of caller audio may wait for a (re)connecting STT; older frames are dropped
 STT_RECONNECTS = 3
@@ -148,6 +163,7 @@ class ConversationSession:
         self.tts = TtsChain(providers.tts, settings.tts, on_failure=self._tts_failed, log=self.log)
         self._last_speech_ended: float | None = None
         self._last_final_at: float | None = None
+        self._llm_failed_replies = 0  # replies in a row that failed on every model
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,6 +181,11 @@ class ConversationSession:
                 raise _Stop
         except* _Stop:
             pass
+        except* Exception as group:
+            self._tasks = None  # the group is finished: nothing more can be spawned in it
+            # A bug in one of this call's tasks (not a provider failure, those are handled where they
+            # happen): this conversation ends, with a reason the end-of-call report can carry.
+            self.internal_error("session", group.exceptions[0])
         finally:
             self._tasks = None
             for handle in (self._turn_handle, self._keypad_handle):
@@ -514,10 +535,10 @@ class ConversationSession:
         failures = 0
         while True:
             try:
-                stream = await provider.connect(options)
+                stream = await _stt_call(provider.name, provider.connect(options))
             except ProviderError as exc:
                 failures += 1
-                self._provider_failed("stt", exc)
+                self.provider_failed("stt", exc)
                 if failures > STT_RECONNECTS or not exc.retryable:
                     self.fail("stt", exc)
                     return
@@ -535,16 +556,26 @@ class ConversationSession:
                     self.turn.on_transcript(result, now)
                     self._after_turn_input(now)
                 return  # closed by us
-            except ProviderError as exc:
+            except Exception as exc:  # a dropped stream, or the provider's bug: reconnect either way
                 failures += 1
-                self._provider_failed("stt", exc)
+                if not isinstance(exc, ProviderError):
+                    exc = unexpected(provider.name, exc)
+                self.provider_failed("stt", exc)
                 if failures > STT_RECONNECTS:
                     self.fail("stt", exc)
                     return
                 self.log.warning("stt_reconnecting", attempt=failures)
+                await self._discard(stream)
             finally:
                 self._stt = None
                 self._stt_ready.clear()
+
+    async def _discard(self, stream: SttStream) -> None:
+        """Release a dropped stream's socket before the next one is opened."""
+        try:
+            await asyncio.wait_for(stream.close(), 2.0)
+        except Exception as exc:  # it is broken already: nothing more to learn from it
+            self.log.info("stt_close_failed", error=repr(exc))
 
     async def _pump(self) -> None:
         """Caller audio to the open STT stream; while (re)connecting, the bounded queue keeps the latest."""
@@ -601,22 +632,44 @@ class ConversationSession:
 
     # ------------------------------------------------------------------ failures
 
-    def _provider_failed(self, stage: str, exc: ProviderError) -> None:
+    def provider_failed(self, stage: str, exc: ProviderError) -> None:
         self.metrics.provider_errors.labels(exc.provider, exc.kind).inc()
         self.log.error("provider_error", stage=stage, provider=exc.provider, kind=exc.kind, error=exc.message)
         self._emit(ProviderFailure(provider=exc.provider, stage=stage, kind=exc.kind,  # type: ignore[arg-type]
                                    message=exc.message))
 
     def _tts_failed(self, exc: ProviderError) -> None:
-        self._provider_failed("tts", exc)
+        self.provider_failed("tts", exc)
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """Our own bug broke this conversation: log it and end this call (with the apology when the
+        session can still speak)."""
+        self.log.error("pipeline_internal_error", where=where, error=repr(exc), exc_info=exc)
+        reason = ended_reason_for("llm", self.providers.llm.name)
+        if self._tasks is not None:
+            self.end(reason, self.settings.apology)
+            return
+        if self._ending is None:
+            self._ending = reason
+            self._emit(EndCall(reason=reason))
+        self._done.set()
 
     def fail(self, stage: str, exc: ProviderError) -> None:
         """A stage cannot go on: apologise (the TTS chain ends with the local voice) and end the call."""
         self.end(ended_reason_for(stage, exc.provider), self.settings.apology)
 
     def llm_failed(self, exc: ProviderError) -> None:
-        self._provider_failed("llm", exc)
-        self.fail("llm", exc)
+        """A reply failed on every model: apologise and go on to the next turn, or end the call when
+        ``llm_failed_replies_to_end`` replies in a row failed."""
+        self.provider_failed("llm", exc)
+        self._llm_failed_replies += 1
+        if self._llm_failed_replies >= self.settings.llm_failed_replies_to_end:
+            self.fail("llm", exc)
+        elif self._ending is None:
+            self.say(self.settings.llm_error_message, kind="error")
+
+    def llm_succeeded(self) -> None:
+        self._llm_failed_replies = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -637,6 +690,16 @@ class ConversationSession:
 
 class _Stop(Exception):
     pass
+
+
+async def _stt_call(provider: str, call: Awaitable[T]) -> T:
+    """``call``, with anything but a :class:`ProviderError` turned into the provider's ``protocol`` failure."""
+    try:
+        return await call
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise unexpected(provider, exc) from exc
 
 
 def ended_reason_for(stage: str, provider: str) -> str:

@@ -28,6 +28,7 @@ FirstMessageMode = Literal[
 ]
 
 DEFAULT_APOLOGY = "Sorry, I am having technical difficulties right now. Please call again later. Goodbye."
+DEFAULT_LLM_ERROR_MESSAGE = "Sorry, I could not answer that just now. Could you say it again?"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +157,11 @@ class SessionSettings:
     tools: tuple[ToolSpec, ...] = ()
     tool_behaviour: dict[str, ToolBehaviour] = field(default_factory=dict)
     llm: LlmOptions = field(default_factory=LlmOptions)
+    # Vapi model.fallbackModels: tried in order, same provider, when a request fails before any reply came.
+    llm_fallback_models: tuple[str, ...] = ()
+    # Replies in a row that failed on every model before the call ends with the model's pipeline-error.
+    llm_failed_replies_to_end: int = 2
+    llm_error_message: str = DEFAULT_LLM_ERROR_MESSAGE  # said after a reply failed, the call going on
     stt: SttOptions = field(default_factory=SttOptions)
     tts: tuple[TtsOptions, ...] = (TtsOptions(),)  # one per voice in the fallback chain, same order
     turn: TurnOptions = field(default_factory=TurnOptions)

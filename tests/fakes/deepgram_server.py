@@ -115,6 +115,8 @@ class FakeDeepgram:
     internal error), ``idle_timeout`` (close with 1011 ``NET-0001`` when neither audio nor KeepAlive came
     for that long, as the real service does after 10 s), ``interim_seconds`` (speech between interims),
     ``silence_seconds`` (silence that ends an utterance), ``energy_threshold`` (frame RMS of speech).
+    ``fail_next("drop_mid_utterance")``: the next utterance heard (on any connection) gets one interim
+    result, then the socket is closed with 1011 before its final, as when Deepgram fails mid-stream.
     """
 
     def __init__(self, script: Sequence[str] = (), *, api_key: str = "test-key", default_transcript: str = "",
@@ -131,7 +133,13 @@ class FakeDeepgram:
         self.silence_seconds = silence_seconds
         self.energy_threshold = energy_threshold
         self.connections: list[FakeDeepgramConnection] = []
+        self.pending_faults: list[str] = []
         self.app = Starlette(routes=[WebSocketRoute("/v1/listen", self._listen)])
+
+    def fail_next(self, kind: str = "drop_mid_utterance") -> None:
+        if kind != "drop_mid_utterance":
+            raise ValueError(f"unknown fault {kind!r}")
+        self.pending_faults.append(kind)
 
     def transcript_for(self, index: int) -> str:
         return self.script[index] if index < len(self.script) else self.default_transcript
@@ -208,6 +216,11 @@ class _Session:
             elif event == "speech" and self.gate.now - self.last_interim >= self.fake.interim_seconds:
                 self.last_interim = self.gate.now
                 await self._result(final=False)
+                if "drop_mid_utterance" in self.fake.pending_faults:
+                    self.fake.pending_faults.remove("drop_mid_utterance")
+                    self.conn.closed = "dropped"
+                    await self.ws.close(code=1011, reason="fake: dropped mid-utterance")
+                    return True
             elif event == "end" and self.speaking and await self._final(from_finalize=False):
                 return True
         return False

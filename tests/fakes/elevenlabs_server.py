@@ -147,6 +147,7 @@ class FakeElevenLabs:
     Fault knobs: ``fail_status`` (answer every request with 401/429/500/...), ``first_byte_delay``
     (seconds before the response starts), ``abort_after_bytes`` (cut the connection mid-stream),
     ``chunk_bytes``/``chunk_interval`` (how the body is sliced and paced; odd sizes are allowed).
+    ``fail_next(...)`` injects a fault into the next requests only (the service recovers after them).
     """
 
     def __init__(self, *, api_key: str = "test-key", mode: Literal["tone", "espeak"] = "tone",
@@ -160,10 +161,16 @@ class FakeElevenLabs:
         self.chunk_bytes = chunk_bytes
         self.chunk_interval = chunk_interval
         self.requests: list[FakeTtsRequest] = []
+        self._next_faults: list[tuple[int | None, int | None]] = []  # (status, abort_after_bytes) per request
         self.app = Starlette(routes=[
             Route("/v1/text-to-speech/{voice_id}/stream", self._stream, methods=["POST"]),
             Route("/v1/text-to-speech/{voice_id}", self._convert, methods=["POST"]),
         ])
+
+    def fail_next(self, status: int | None = 500, *, abort_after_bytes: int | None = None, times: int = 1) -> None:
+        """The next ``times`` requests answer ``status`` (an HTTP error), or, with ``status=None``, start the
+        audio and cut the connection after ``abort_after_bytes`` (0: before any audio)."""
+        self._next_faults += [(status, abort_after_bytes)] * times
 
     async def _stream(self, request: Request) -> Response:
         return await self._synthesize(request, streaming=True)
@@ -200,10 +207,13 @@ class FakeElevenLabs:
         self.requests.append(record)
         if self.first_byte_delay:
             await asyncio.sleep(self.first_byte_delay)
-        if self.fail_status is not None:
-            record.status = self.fail_status
-            code = {401: "invalid_api_key", 429: "too_many_concurrent_requests"}.get(self.fail_status, "error")
-            return _error(self.fail_status, code, f"fake failure {self.fail_status}")
+        fail_status, abort_after_bytes = self.fail_status, self.abort_after_bytes
+        if self._next_faults:
+            fail_status, abort_after_bytes = self._next_faults.pop(0)
+        if fail_status is not None:
+            record.status = fail_status
+            code = {401: "invalid_api_key", 429: "too_many_concurrent_requests"}.get(fail_status, "error")
+            return _error(fail_status, code, f"fake failure {fail_status}")
         output_format = record.output_format or "mp3_44100_128"
         if output_format not in FORMATS:
             record.status = 400
@@ -219,7 +229,7 @@ class FakeElevenLabs:
             record.completed = True
             return Response(audio, media_type=media_type)
         return _AudioStream(audio, record, chunk_bytes=self.chunk_bytes, chunk_interval=self.chunk_interval,
-                            abort_after_bytes=self.abort_after_bytes, media_type=media_type)
+                            abort_after_bytes=abort_after_bytes, media_type=media_type)
 
 
 def _build(args: argparse.Namespace) -> Starlette:

@@ -183,7 +183,21 @@ class FakeOpenAI:
         self.aborted = 0
         self.stream_ended = asyncio.Event()  # set whenever a stream ends, either way
         self._ids = itertools.count(1)
+        self._next_faults: list[Faults] = []
+        # Per-request faults chosen from the request body (e.g. only one assistant's calls fail).
+        self.fault_rule: Callable[[dict[str, Any]], Faults | None] | None = None
         self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+
+    def fail_next(self, faults: Faults, *, times: int = 1) -> None:
+        """The next ``times`` requests misbehave as ``faults`` says; later ones are served normally."""
+        self._next_faults += [faults] * times
+
+    def faults_for(self, body: dict[str, Any]) -> Faults:
+        if self._next_faults:
+            return self._next_faults.pop(0)
+        if self.fault_rule is not None and (faults := self.fault_rule(body)) is not None:
+            return faults
+        return self.faults
 
     def next_reply(self, body: dict[str, Any]) -> Reply:
         script = self._script
@@ -215,8 +229,9 @@ class FakeOpenAI:
         if (problem := _validate(body)) is not None:
             return _error(400, problem, "invalid_request_error")
         assert isinstance(body, dict)
-        if self.faults.status is not None:
-            status = self.faults.status
+        faults = self.faults_for(body)
+        if faults.status is not None:
+            status = faults.status
             return _error(status, *_STATUS_ERRORS.get(status, ("Error.", "server_error", None)))
         reply = self.next_reply(body)
         completion_id = f"chatcmpl-fake{next(self._ids)}"
@@ -225,7 +240,7 @@ class FakeOpenAI:
             return JSONResponse(self._completion(completion_id, model, reply, body))
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            self._sse(completion_id, model, reply, usage, body),
+            self._sse(completion_id, model, reply, usage, body, faults),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache"},
         )
@@ -279,9 +294,8 @@ class FakeOpenAI:
         return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
 
     async def _sse(
-        self, completion_id: str, model: str, reply: Reply, usage: bool, body: dict[str, Any]
+        self, completion_id: str, model: str, reply: Reply, usage: bool, body: dict[str, Any], faults: Faults
     ) -> AsyncIterator[str]:
-        faults = self.faults
         deltas, finish_reason = self._deltas(reply)
         done = False
         try:

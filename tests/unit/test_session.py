@@ -206,7 +206,7 @@ def test_llm_failure_apologises_and_ends(hello: bytes) -> None:
     async def caller(session: Any, media: Any, events: list[Any]) -> None:
         media.say(hello)
 
-    reason, events, media, _ = run(converse(settings(apology="Sorry, technical trouble."),
+    reason, events, media, _ = run(converse(settings(apology="Sorry, technical trouble.", llm_failed_replies_to_end=1),
                                             Providers(stt=ScriptedStt(["hi"]), llm=llm, tts=[tts]), caller))
     assert reason == "pipeline-error-openai-llm-failed"
     assert tts.texts == ["Sorry, technical trouble."]

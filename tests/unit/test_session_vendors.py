@@ -98,7 +98,7 @@ def test_a_model_that_fails_mid_call_gets_an_apology_and_a_clean_end(hello: byte
         media.say(hello)
 
     reason, _, _, _, eleven = asyncio.run(with_vendors(
-        ["Hello."], [], SessionSettings(turn=TURN, apology="Sorry, we have a problem."), caller,
+        ["Hello."], [], SessionSettings(turn=TURN, apology="Sorry, we have a problem.", llm_failed_replies_to_end=1), caller,
         faults=Faults(status=500),
     ))
     assert reason == "pipeline-error-openai-llm-failed"
