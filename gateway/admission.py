@@ -1,9 +1,9 @@
 """Admission policy at the SIP edge: who may talk to us, how fast, and whether we take one more call.
 
-Time comes in as ``now`` (the loop's monotonic clock); nothing here does I/O except :func:`watch_event_loop`,
-the probe that feeds :class:`LoadMonitor`. The UA asks :meth:`AdmissionPolicy.check_request` before a request
-reaches the transaction layer, in the spirit of Kamailio's pike module (per-source rate) and its secfilter
-(scanner User-Agents):
+Time comes in as ``now`` (the loop's monotonic clock); nothing here does I/O (the app's event-loop probe,
+gateway.observability.loop_monitor, feeds :class:`LoadMonitor` through the UA). The UA asks
+:meth:`AdmissionPolicy.check_request` before a request reaches the transaction layer, in the spirit of
+Kamailio's pike module (per-source rate) and its secfilter (scanner User-Agents):
 
 - a source over its token bucket gets ``503`` with ``Retry-After`` (RFC 3261 §21.5.4: "The server is
   temporarily unable to process the request due to a temporary overloading") for ``reject_seconds``, then its
@@ -18,11 +18,10 @@ and a source idle for ``idle_seconds`` is forgotten.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.config import SecurityConfig
@@ -295,23 +294,3 @@ class CallRate:
 
     def admit(self, now: float) -> bool:
         return self.bucket is None or self.bucket.take(now)
-
-
-async def watch_event_loop(
-    monitor: LoadMonitor,
-    *,
-    interval: float = 0.05,
-    on_lag: Callable[[float], None] | None = None,
-    on_overload: Callable[[float], None] | None = None,
-) -> None:
-    """Sleep ``interval`` forever and feed how late each wake-up was to ``monitor`` (and ``on_lag``)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        expected = loop.time() + interval
-        await asyncio.sleep(interval)
-        now = loop.time()
-        lag = max(0.0, now - expected)
-        if on_lag is not None:
-            on_lag(lag)
-        if monitor.observe_lag(lag, now) and on_overload is not None:
-            on_overload(lag)

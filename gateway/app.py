@@ -116,7 +116,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         gateway.api = api
         api_task = tasks.create_task(api.serve())
         tasks.create_task(webhooks.run())
-        loop_probe = tasks.create_task(monitor_event_loop(metrics))
+        loop_probe = tasks.create_task(monitor_event_loop(metrics, clock=ua.now, on_lag=ua.observe_lag))
         log.info(
             "gateway_started",
             sip=f"{addr[0]}:{addr[1]}",

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Protocol, assert_never
 
-from gateway.admission import Action, AdmissionPolicy, LoadMonitor, watch_event_loop
+from gateway.admission import Action, AdmissionPolicy, LoadMonitor
 from gateway.config import GatewayConfig, is_ip_literal
 from gateway.observability.logging import get_logger, redact_sip_message
 from gateway.observability.metrics import Metrics, status_class
@@ -155,7 +155,6 @@ class UserAgent:
         )
         self._lag_probe: asyncio.Task[None] | None = None
 
-
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> Addr:
@@ -168,9 +167,6 @@ class UserAgent:
         self.local_addr = await self.transport.start(host, port)
         await self._start_tls()
         await self._trust_trunk_hosts()
-        self._lag_probe = self._tasks.create_task(
-            watch_event_loop(self.load, on_overload=lambda lag: self.log.warning("overload_shedding", lag=lag))
-        )
         return self.local_addr
 
     async def _start_tls(self) -> None:
@@ -208,9 +204,12 @@ class UserAgent:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._lag_probe is not None:
-            self._lag_probe.cancel()
         await self.transport.close()
+
+    def observe_lag(self, lag: float, now: float) -> None:
+        """One event-loop lag sample (from the app's loop probe) for load shedding."""
+        if self.load.observe_lag(lag, now):
+            self.log.warning("overload_shedding", lag=round(lag, 4))
 
     @property
     def announced(self) -> Addr:

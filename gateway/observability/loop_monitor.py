@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from gateway.observability.metrics import Metrics
 
-PROBE_INTERVAL_SECONDS = 0.25
+PROBE_INTERVAL_SECONDS = 0.1
 
 
 async def monitor_event_loop(
@@ -17,10 +17,16 @@ async def monitor_event_loop(
     *,
     interval: float = PROBE_INTERVAL_SECONDS,
     clock: Callable[[], float] = time.monotonic,
+    on_lag: Callable[[float, float], None] | None = None,
 ) -> None:
-    """Sleep ``interval``, observe how much later than asked the loop woke us, count the tasks; until cancelled."""
+    """Sleep ``interval``, observe how much later than asked the loop woke us, count the tasks; until cancelled.
+    ``on_lag(lag, now)`` gets every sample too (the UA's load shedding)."""
     while True:
         asked = clock() + interval
         await asyncio.sleep(interval)
-        metrics.event_loop_lag_seconds.observe(max(0.0, clock() - asked))
+        now = clock()
+        lag = max(0.0, now - asked)
+        metrics.event_loop_lag_seconds.observe(lag)
         metrics.asyncio_tasks.set(len(asyncio.all_tasks()))
+        if on_lag is not None:
+            on_lag(lag, now)
