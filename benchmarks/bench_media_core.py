@@ -6,8 +6,19 @@ G.711 decode of 160 bytes. Send path: G.711 encode of 320 bytes of PCM +
 the median of several repeats of many iterations, so other load on the machine inflates
 it less than wall-clock time would.
 
+The echo path (``echo call: receive + prepare + send``) is one whole call's work per packet in the
+gateway process, minus the event loop and the syscalls: ``RtpEndpoint.receive_datagram`` (parse,
+latching, statistics, metrics, jitter buffer push) then ``CallMedia.prepare`` (jitter buffer pop, decode,
+concealer, encode, serialize) and ``CallMedia.send`` into a transport that drops the datagram.
+
+A/B mode: ``--baseline DIR`` (a copy of an older ``gateway/`` package's parent directory, e.g. from
+``git archive REV gateway | tar -x -C DIR``) measures the echo path of that tree and of this one in
+alternating subprocesses within one run, and prints the ratio of medians: on a shared, noisy machine only
+figures taken side by side compare.
+
 Usage: .venv/bin/python benchmarks/bench_media_core.py [--iterations N] [--repeats R] [--no-write]
-Writes benchmarks/results/media_core.md unless --no-write.
+       .venv/bin/python benchmarks/bench_media_core.py --baseline DIR [--rounds K]
+Writes benchmarks/results/media_core.md unless --no-write (the A/B mode writes nothing).
 """
 
 from __future__ import annotations
@@ -18,13 +29,18 @@ import os
 import platform
 import statistics
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# --source DIR (used by the A/B mode) puts another tree's ``gateway`` package first on the path.
+SOURCE = Path(sys.argv[sys.argv.index("--source") + 1]) if "--source" in sys.argv else REPO
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(SOURCE))
 
 from machine import cpu_model, git_revision  # noqa: E402 - benchmarks/machine.py
 
@@ -40,7 +56,12 @@ MEASURED = (
     "gateway/codecs/g711.py",
     "gateway/codecs/resample.py",
     "benchmarks/bench_media_core.py",
+    "gateway/call_media.py",
+    "gateway/transport/rtp_endpoint.py",
+    "gateway/rtp/jitter.py",
+    "gateway/codecs/plc.py",
 )
+PEER = ("192.0.2.10", 40000)
 
 
 def measure(step: Callable[[int], object], iterations: int, repeats: int) -> tuple[float, float]:
@@ -67,6 +88,71 @@ def make_wire_packets(count: int) -> list[bytes]:
         ).serialize()
         for i in range(count)
     ]
+
+
+class _NullTransport:
+    """Takes datagrams and drops them (the syscall is not measured)."""
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def echo_call() -> Callable[[int], None]:
+    """One echo call's per-packet work: ``step(i)`` receives packet i, prepares and sends tick i."""
+    import random
+
+    from gateway.call_media import CallMedia
+    from gateway.observability.metrics import Metrics
+    from gateway.sdp import Direction, NegotiatedAudio
+
+    media = CallMedia("127.0.0.1", 20000, echo=True, metrics=Metrics(), rng=random.Random(1),
+                      wall_clock=lambda: 1_700_000_000.0, clock=lambda: 0.0)
+    media.endpoint.attach(_NullTransport(), _NullTransport())  # type: ignore[arg-type]
+    media.apply(NegotiatedAudio(
+        payload_type=0, codec="PCMU", clock_rate=8000, ptime=20, dtmf_payload_type=101,
+        remote_host=PEER[0], remote_port=PEER[1], remote_rtcp_port=PEER[1] + 1, direction=Direction.SENDRECV,
+    ))
+    payload = ulaw_encode(tone_frame())
+    wire = [RtpPacket(payload_type=0, sequence_number=i & 0xFFFF, timestamp=(i * 160) & 0xFFFFFFFF,
+                      ssrc=0x1234, payload=payload).serialize() for i in range(0x10000)]
+    receive = media.endpoint.receive_datagram
+    base = [0]
+
+    def step(i: int) -> None:
+        if i == 0:  # repeats go on in time and sequence space: one continuous call
+            base[0] += 1_000_000
+        n = base[0] + i
+        now = n * 0.02
+        receive(wire[n & 0xFFFF], PEER, now + 0.001)
+        media.prepare(n, now + 0.015)
+        media.send(n)
+
+    return step
+
+
+ECHO_PATH = "echo call: receive + prepare + send (per packet)"
+
+
+def bench_echo_path(iterations: int, repeats: int) -> tuple[float, float]:
+    return measure(echo_call(), iterations, repeats)
+
+
+def compare(baseline: Path, iterations: int, repeats: int, rounds: int) -> None:
+    """Echo path of ``baseline`` and of this tree, alternating subprocesses; ratio of medians."""
+    runs: dict[str, list[float]] = {"baseline": [], "current": []}
+    for _ in range(rounds):
+        for name, source in (("baseline", baseline), ("current", REPO)):
+            out = subprocess.run(
+                [sys.executable, __file__, "--echo-only", "--source", str(source), "--iterations", str(iterations),
+                 "--repeats", str(repeats)], check=True, capture_output=True, text=True,
+            ).stdout.split()
+            runs[name].append(float(out[-1]))  # the last line; a log line may come first
+    base, cur = statistics.median(runs["baseline"]), statistics.median(runs["current"])
+    print(f"{ECHO_PATH}: baseline {base:.2f} µs, current {cur:.2f} µs, current/baseline {cur / base:.3f} "
+          f"({rounds} alternating rounds; baseline {baseline}, current {git_revision(MEASURED)} + working tree)")
 
 
 def bench(iterations: int, repeats: int) -> list[tuple[str, float, float]]:
@@ -99,6 +185,8 @@ def bench(iterations: int, repeats: int) -> list[tuple[str, float, float]]:
             payload=ulaw_encode(pcm_frame),
         ).serialize()
 
+    median, best = bench_echo_path(iterations, repeats)
+    results.append((ECHO_PATH, median, best))
     add("receive: parse + stats.update + PCMU decode (160 B)", receive)
     add("send: PCMU encode (320 B PCM) + RtpPacket.serialize", send)
 
@@ -136,7 +224,17 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="A/B: a directory holding an older gateway/ package")
+    parser.add_argument("--rounds", type=int, default=5, help="A/B: alternating subprocess rounds")
+    parser.add_argument("--echo-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_only:
+        print(f"{bench_echo_path(args.iterations, args.repeats)[0]:.4f}")
+        return
+    if args.baseline is not None:
+        compare(args.baseline, args.iterations, args.repeats, args.rounds)
+        return
 
     results = bench(args.iterations, args.repeats)
     width = max(len(name) for name, _, _ in results)
@@ -148,8 +246,8 @@ def main() -> None:
     print("\n".join(table))
     if args.no_write:
         return
-    receive = results[0][1]
-    send = results[1][1]
+    receive = results[1][1]
+    send = results[2][1]
     per_call = receive * 50 + send * 50  # one call: 50 packets/s each way
     command = f".venv/bin/python benchmarks/bench_media_core.py --iterations {args.iterations} --repeats {args.repeats}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
