@@ -56,6 +56,7 @@ class Concealer:
         "_frame",
         "_history",
         "_history_len",
+        "_history_tail",
         "_lost",
         "_olap_extra",
         "_olap_max",
@@ -89,6 +90,9 @@ class Concealer:
     def reset(self) -> None:
         """Forget the history (a new stream)."""
         self._history: _Signal = np.zeros(self._history_len)
+        # Good frames outside an erasure are kept as PCM bytes and folded into ``_history`` only when an
+        # erasure needs it: the common case (no loss) then costs a bytes append per frame, not a numpy copy.
+        self._history_tail = bytearray()
         self._lost = 0  # samples concealed in the current erasure; 0 when none
         self._pitch = self._pitch_min
         self._cycle: _Signal = np.zeros(self._pitch_min)
@@ -106,10 +110,17 @@ class Concealer:
         """Record a received frame; after an erasure, return it merged with the concealment."""
         if len(pcm) % 2:
             raise ValueError("16-bit PCM must have an even number of bytes")
-        samples = np.frombuffer(pcm, dtype=_PCM).astype(np.float64)
-        if not self._lost or not len(samples):
-            self._remember(samples)
+        if not self._lost:
+            tail = self._history_tail
+            tail += pcm
+            excess = len(tail) - 2 * self._history_len
+            if excess > 0:
+                del tail[:excess]
             return pcm
+        samples = np.frombuffer(pcm, dtype=_PCM).astype(np.float64)
+        if not len(samples):
+            return pcm
+        self._sync_history()
         # Appendix I: overlap-add over a quarter period, plus 4 ms per further 10 ms lost.
         extra_frames = max(0, -(-self._lost // self._switch) - 1)
         length = min(self._pitch // 4 + self._olap_extra * extra_frames, self._olap_max, len(samples))
@@ -124,12 +135,20 @@ class Concealer:
     def conceal(self) -> bytes:
         """Make up one frame for a missing one."""
         if not self._lost:
+            self._sync_history()
             self._start_erasure()
         out = self._synthesize(self._frame)
         self._remember(out)
         return _to_pcm(out)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _sync_history(self) -> None:
+        """Fold the good frames kept as bytes into the float history (same result as one by one)."""
+        tail = self._history_tail
+        if tail:
+            self._remember(np.frombuffer(bytes(tail), dtype=_PCM).astype(np.float64))
+            tail.clear()
 
     def _remember(self, samples: _Signal) -> None:
         n = len(samples)
