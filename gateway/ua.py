@@ -140,7 +140,8 @@ class UserAgent:
         self._client_owners: dict[ClientTransactionId, ClientOwner] = {}
         self._dialogs: dict[DialogKey, DialogUser] = {}
         self._invite_servers: dict[ServerTransactionId, DialogUser] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_deadline = 0.0
         self._pumping = False
         self.local_addr: Addr = config.sip.listen_addr
         self.tls_addr: Addr | None = None
@@ -403,12 +404,15 @@ class UserAgent:
     def _arm_timer(self) -> None:
         deadline = self.layer.get_timer()
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            # Compare with the deadline we armed, not ``handle.when()``: uvloop's call_at returns a plain Handle
+            # (no when()) for a deadline already past, which a loaded loop produces.
+            if deadline is not None and self._timer_deadline == deadline:
                 return
             self._timer.cancel()
             self._timer = None
         if deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            self._timer_deadline = deadline
 
     def _on_timer(self) -> None:
         self._timer = None
