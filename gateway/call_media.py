@@ -54,6 +54,7 @@ DTMF_QUEUE_LIMIT = 64
 DTMF_TONE_MS = 100  # each digit we send (ITU-T Q.24 asks for at least 40 ms of tone)
 DTMF_GAP_SECONDS = 0.06  # after the last end packet; with the two end retransmissions ~100 ms of no tone
 DTMF_SEND_LIMIT = 64  # digits waiting to be sent
+METRICS_FLUSH_TICKS = 50  # RTP packet/byte counters reach the metrics every 50 ticks (1 s) and at call end
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +199,8 @@ class CallMedia:
         # each RTP/RTCP datagram both ways (the call's PCAP); None costs one test per tick or packet.
         self.recorder: CallRecording | None = None
         self.capture: CallRecording | None = None
+        self._sent_packets = 0  # sent, not yet in the metrics (see flush_metrics)
+        self._sent_bytes = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class CallMedia:
         if self.rtcp is not None:
             self.rtcp.close(self._last_now)
             self._flush_rtcp()
+        self.flush_metrics()
         stats = self.media_stats()
         self._observe(stats)
         if self.endpoint.srtp is not None:
@@ -449,6 +453,8 @@ class CallMedia:
 
     def prepare(self, tick: int, now: float) -> None:
         self._last_now = now
+        if not tick % METRICS_FLUSH_TICKS:
+            self.flush_metrics()
         if self.dtmf is not None:
             timer = self.dtmf.get_timer()
             if timer is not None and now >= timer:
@@ -521,11 +527,20 @@ class CallMedia:
             return
         self._pending = None
         if self.endpoint.send(data):
-            self.metrics.rtp_packets_out.inc()
-            self.metrics.rtp_bytes_out.inc(len(data))
+            # Hot path: plain ints here, added to the metrics about once a second (flush_metrics).
+            self._sent_packets += 1
+            self._sent_bytes += len(data)
             capture = self.capture
             if capture is not None:
                 capture.packet(data, self.local_addr, self.endpoint.remote or self.local_addr)
+
+    def flush_metrics(self) -> None:
+        """Add the RTP packets and bytes counted since the last flush (both ways) to the metrics."""
+        self.endpoint.flush_metrics()
+        if self._sent_packets:
+            self.metrics.rtp_packets_out.inc(self._sent_packets)
+            self.metrics.rtp_bytes_out.inc(self._sent_bytes)
+            self._sent_packets = self._sent_bytes = 0
 
     def _flush_rtcp(self) -> None:
         if self.rtcp is None:

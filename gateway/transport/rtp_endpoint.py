@@ -121,6 +121,8 @@ class RtpEndpoint:
         self.last_received: float | None = None
         self._log = log if log is not None else get_logger("rtp")
         self.srtp: SrtpContext | None = None  # RFC 3711: set when the stream is RTP/SAVP
+        self._unflushed_packets = 0  # received, not yet in the metrics (see flush_metrics)
+        self._unflushed_bytes = 0
 
     # -- sockets ---------------------------------------------------------------------------------
 
@@ -259,10 +261,18 @@ class RtpEndpoint:
     def _deliver(self, packet: RtpPacket, now: float) -> None:
         self.last_received = now
         self.counters["received"] += 1
-        if self._metrics is not None:
-            self._metrics.rtp_packets_in.inc()
-            self._metrics.rtp_bytes_in.inc(_wire_size(packet))
+        # Hot path: counted in plain ints and added to the metrics by flush_metrics (the call does it about
+        # once a second and at its end), since a prometheus_client inc() takes a lock each time.
+        self._unflushed_packets += 1
+        self._unflushed_bytes += _wire_size(packet)
         self._on_rtp(packet, now)
+
+    def flush_metrics(self) -> None:
+        """Add the packets and bytes received since the last flush to ``voicegw_rtp_packets``/``_bytes``."""
+        if self._unflushed_packets and self._metrics is not None:
+            self._metrics.rtp_packets_in.inc(self._unflushed_packets)
+            self._metrics.rtp_bytes_in.inc(self._unflushed_bytes)
+        self._unflushed_packets = self._unflushed_bytes = 0
 
     def receive_rtcp_datagram(self, data: bytes, source: Addr, now: float) -> None:
         """A datagram on the RTCP port (or demultiplexed from the RTP port)."""
