@@ -358,9 +358,10 @@ class JitterBuffer:
         jump = seq_distance(packet.sequence_number, self._seq_max)
         if jump > MAX_DROPOUT or jump < -MAX_MISORDER:
             return True
-        if self._floor_window:
+        floors = self._floor_window
+        if floors:
             transit = self._transit(self._unwrap(packet.timestamp), now)
-            return abs(transit - self._floor()) > _DISCONTINUITY
+            return abs(transit - floors[0][1]) > _DISCONTINUITY  # floors[0][1] is _floor(), inlined (per packet)
         return False
 
     def _probation(self, packet: RtpPacket, now: float) -> PushResult:
@@ -438,7 +439,11 @@ class JitterBuffer:
             self._count.packets_duplicate += 1
             return PushResult.DUPLICATE
         self._count.packets_accepted += 1
-        self._max_buffered = max(self._max_buffered, self._held())
+        segments = self._segments
+        # What is held lies within [first start, last end) (disjoint segments): sum it only when that span
+        # could set a new maximum, not on every packet.
+        if segments[-1].end - segments[0].start > self._max_buffered:
+            self._max_buffered = max(self._max_buffered, self._held())
         return PushResult.ACCEPTED
 
     def _remember(self, seq: int) -> None:
@@ -467,6 +472,12 @@ class JitterBuffer:
 
     def _insert(self, segment: _Segment) -> bool:
         """Store the parts of ``segment`` not held yet; False when nothing was new."""
+        segments = self._segments
+        if not segments or segments[-1].end <= segment.start:
+            # Per-packet fast path: in order after everything held (the held segments are sorted and
+            # disjoint), so nothing is cut and it goes last; the same as the general case below.
+            segments.append(segment)
+            return True
         pieces = [(segment.start, segment.end)]
         for other in self._segments:
             if other.start >= segment.end or other.end <= segment.start:
