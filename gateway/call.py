@@ -49,6 +49,7 @@ from gateway.sip.headers import NameAddr
 from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.transaction import ClientTransactionId, ServerTransactionId
 from gateway.sip.uri import SipUri
+from gateway.transport.rtp_endpoint import PortPoolExhausted
 from gateway.transport.sip_transport import Addr
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 
 # What speaks an error to a caller when no assistant can take the call: offline, no cloud key needed.
+RTP_BIND_ATTEMPTS = 4  # ports tried for one call before it is refused with 503
 ERROR_ASSISTANT = {
     "name": "error",
     "firstMessageMode": "assistant-waits-for-user",
@@ -132,6 +134,8 @@ class Call:
         self.invite: Request | None = None
         self.invite_tx: ServerTransactionId | None = None
         self._pending_offer: SessionDescription | None = None  # our offer awaiting an answer in an ACK
+        self._offer: SessionDescription | None = None  # the INVITE's offer (inbound)
+        self._local_answer: SessionDescription | None = None  # our answer to it
         self.last_2xx: Response | None = None
         # outbound
         self.outbound: OutboundInvite | None = None
@@ -168,7 +172,7 @@ class Call:
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 try:
-                    await self.media.open()
+                    await self._open_media()
                 except OSError as exc:
                     self._media_unavailable(exc)
                     return
@@ -194,6 +198,28 @@ class Call:
             self.media.close()
             await self._close_recording()
             self.manager.release(self)
+
+    async def _open_media(self) -> None:
+        """Bind the call's RTP port. The pool cannot know about ports other processes hold, so a taken port is
+        swapped for the next free one (a few times) before the call is refused; the SDP is built after this and
+        names the port actually bound."""
+        for attempt in range(RTP_BIND_ATTEMPTS):
+            try:
+                await self.media.open()
+                return
+            except OSError as exc:
+                if attempt == RTP_BIND_ATTEMPTS - 1:
+                    raise
+                try:
+                    port = self.manager.swap_port(self.rtp_port)
+                except PortPoolExhausted:
+                    raise exc from None
+                self.log.warning("rtp_port_taken", port=self.rtp_port, next_port=port, error=str(exc))
+                self.rtp_port = port
+                self.media.endpoint.port = port
+                if self._offer is not None:
+                    # the inbound answer was built when the INVITE arrived: build it again for the new port
+                    self._local_answer, self.negotiated = self._answer(self._offer)
 
     def _media_unavailable(self, exc: OSError) -> None:
         """The call's RTP port could not be bound (taken by another process): refuse cleanly."""
@@ -269,7 +295,8 @@ class Call:
         self.invite_tx = server_tx
         self.variables = sip_variables(request)
         self.customer_number = uri_user(request.from_.uri)
-        self._local_answer: SessionDescription | None = None
+        self._local_answer = None
+        self._offer = offer
         if offer is not None:
             self._local_answer, self.negotiated = self._answer(offer)
         st = self.session_timer.negotiate_uas(request)

@@ -375,6 +375,13 @@ class CallManager:
         if call.answered_at is not None and call.ended_at is not None:
             self.metrics.call_duration_seconds.labels(call.direction).observe(call.ended_at - call.answered_at)
 
+    def swap_port(self, taken: int) -> int:
+        """A new RTP port for a call whose ``taken`` one could not be bound; ``taken`` goes to the back of the
+        pool (least recently used first), so the next calls do not draw it at once. Raises PortPoolExhausted."""
+        port = self.ports.acquire()
+        self.ports.release(taken)
+        return port
+
     def release(self, call: Call) -> None:
         """Called once the call's TaskGroup has finished: free everything it held."""
         if self.calls.pop(call.id, None) is None:
