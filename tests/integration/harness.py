@@ -47,10 +47,28 @@ _rtp_blocks = itertools.count()
 def free_rtp_range(size: int = 200) -> tuple[int, int]:
     """A block of ports for one gateway, inside RTP_AREA: never in the kernel's ephemeral range (32768+), where
     any client socket of any process may already hold a port; consecutive gateways of one test run get
-    different blocks (two gateways behind a proxy), and the pid spreads parallel runs."""
+    different blocks (two gateways behind a proxy), the pid spreads parallel runs, and a block where another
+    process (a second test run, a benchmark) holds a port right now is skipped."""
     slots = (RTP_AREA[1] - RTP_AREA[0] + 1) // size
-    base = RTP_AREA[0] + ((os.getpid() + next(_rtp_blocks)) % slots) * size
-    return base, base + size - 1
+    first = os.getpid() + next(_rtp_blocks)
+    for k in range(slots):
+        base = RTP_AREA[0] + ((first + k) % slots) * size
+        if _all_bindable(base, base + size - 1):
+            for _ in range(k):
+                next(_rtp_blocks)  # the next gateway of this run starts after the block taken now
+            return base, base + size - 1
+    base = RTP_AREA[0] + (first % slots) * size
+    return base, base + size - 1  # every block busy: the gateway moves past taken ports itself
+
+
+def _all_bindable(low: int, high: int) -> bool:
+    for port in range(low, high + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def sipp_binary() -> str:
