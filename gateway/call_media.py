@@ -121,6 +121,20 @@ class Conversation(Protocol):
 
 
 STT_ENCODINGS = {"PCMU": "mulaw", "PCMA": "alaw"}
+QUIET_LEVEL = 328  # |sample| at or below about -40 dBFS: a frame of only such samples may be dropped unheard
+
+
+def quiet_frame_test(codec: Codec) -> Callable[[bytes], bool] | None:
+    """For a one-byte-per-sample codec (G.711): whether every sample of an encoded frame is at or below
+    QUIET_LEVEL, via one C-level ``bytes.translate`` deleting the quiet code words. The jitter buffer asks this
+    only when it holds more delay than it wants, so it sheds that delay in a pause instead of mid-word."""
+    if codec.frame_bytes != codec.samples_per_frame:
+        return None
+    quiet = bytes(
+        code for code in range(256)
+        if abs(int.from_bytes(codec.decode(bytes((code,)))[:2], "little", signed=True)) <= QUIET_LEVEL
+    )
+    return lambda payload: not payload.translate(None, quiet)
 
 
 class _Receive:
@@ -132,7 +146,7 @@ class _Receive:
         self.payload_type = params.payload_type
         silence = codec.encode(b"\x00\x00")[0]
         self.silence_payload = bytes((silence,)) * codec.frame_bytes
-        self.jitter = JitterBuffer(codec.clock_rate, 20, silence_byte=silence)
+        self.jitter = JitterBuffer(codec.clock_rate, 20, silence_byte=silence, is_quiet=quiet_frame_test(codec))
         self.concealer = Concealer(codec.clock_rate, 20)
         self.outbound = OutboundRtp(
             ssrc=ssrc, payload_type=params.payload_type, clock_rate=codec.clock_rate, interval=interval, rng=rng
