@@ -121,8 +121,12 @@ def _check_recorded_call(gateway: GatewayProcess, tmp_path: Path, receiver: Webh
         stereo = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2).astype(float)
     duration = len(stereo) / 8000
     assert duration == pytest.approx(len(sent) / 8000 + 1.5, rel=0.25)
-    score, _ = aligned_correlation(sent[_recording_starts_late_by(sent, stereo[:, 0]) :], stereo[:, 0])
-    assert score >= 0.8
+    # 250 ms windows: one frame the jitter buffer adds or drops costs one window, not a second of audio; the
+    # first second may still be settling (the caller streams from its ACK, the recording starts at connect)
+    score, windows = aligned_correlation(
+        sent[_recording_starts_late_by(sent, stereo[:, 0]) :], stereo[:, 0], window=2000
+    )
+    assert score >= 0.75 and float(np.median(windows)) >= 0.9, windows
     right = stereo[:, 1]
     assert np.sqrt(np.mean(right[: 8000 * 3] ** 2)) > 300  # "Hello there" near the start
     packets = read_udp(Path(str(wavs[0]).removesuffix(".wav") + ".pcap"))
