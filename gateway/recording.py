@@ -252,7 +252,9 @@ class CallRecording:
         exc = None if job.cancelled() else job.exception()
         if exc is not None:
             self._fail(exc)
-        elif len(self._frames) >= FLUSH_FRAMES or len(self._packets) >= FLUSH_PACKETS:
+        elif not self.closed and (len(self._frames) >= FLUSH_FRAMES or len(self._packets) >= FLUSH_PACKETS):
+            # Once closing, close() writes the rest itself: a chunk started here would run in another executor
+            # thread beside the final write, which closes the files under it.
             self._kick()
 
     def _fail(self, exc: BaseException) -> None:

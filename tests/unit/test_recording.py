@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gateway.recording import FRAME_BYTES, CallRecording, PcapFile, WavFile, interleave, recording_paths
+from gateway.recording import (
+    FLUSH_FRAMES,
+    FRAME_BYTES,
+    CallRecording,
+    Frame,
+    Packet,
+    PcapFile,
+    WavFile,
+    interleave,
+    recording_paths,
+)
 from tests.helpers.pcap import read_udp
 
 
@@ -112,3 +123,36 @@ def test_a_write_error_is_logged_once_and_the_call_goes_on(tmp_path: Path) -> No
     rec = asyncio.run(run())
     assert rec.failed
     assert [event for event, _ in log.lines] == ["recording_failed"]
+
+
+def test_a_chunk_finishing_while_closing_leaves_the_rest_to_the_final_write(tmp_path: Path) -> None:
+    """A chunk write that finishes after close() began must not start another chunk: it would run in a second
+    executor thread beside the final write, which closes the files under it (seen as a failed recording)."""
+    release = threading.Event()
+    writes: list[tuple[int, bool, bool]] = []  # (frames, final, closing already)
+
+    async def run() -> CallRecording:
+        rec = CallRecording(wav_path=tmp_path / "a.wav", pcap_path=None, log=_Log())
+        real_write = rec._write
+
+        def write(frames: list[Frame], packets: list[Packet], final: bool) -> None:
+            writes.append((len(frames), final, rec.closed))
+            if not final:
+                release.wait(5)
+            real_write(frames, packets, final)
+
+        rec._write = write  # type: ignore[method-assign]
+        for i in range(2 * FLUSH_FRAMES):  # the first chunk is in flight, a second chunk's worth is pending
+            rec.add_frame(_frame(i), None)
+        closing = asyncio.create_task(rec.close())
+        await asyncio.sleep(0.05)
+        release.set()
+        await closing
+        return rec
+
+    rec = asyncio.run(run())
+    assert not rec.failed
+    assert writes == [(FLUSH_FRAMES, False, False), (FLUSH_FRAMES, True, True)]
+    with wave.open(str(tmp_path / "a.wav"), "rb") as w:
+        samples = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    assert list(samples[::160, 0]) == list(range(2 * FLUSH_FRAMES))
