@@ -42,8 +42,11 @@ lint: install
 
 typecheck: lint
 
+# Unit tests (fake clocks, CPU-bound) run on every core; integration tests (real sockets, SIPp, baresip, timing
+# on the wire) run one at a time so they never compete for the CPU with each other.
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto tests/unit
+	$(PY) -m pytest tests/integration
 
 # Each benchmark writes its figures (and the command that produced them) under benchmarks/results/.
 # The soak runs at half the echo knee (benchmarks/results/echo.md); `make bench SOAK_MINUTES=1` for a short one.

@@ -161,6 +161,8 @@ def test_echo_returns_the_callers_speech(gateway: GatewayProcess, tmp_path: Path
     assert {d[1] & 0x7F for d in rtp} == {CODECS[codec][0]}
 
 
+# tests/integration/test_impairment.py covers loss, jitter and reordering cell by cell in the default suite.
+@pytest.mark.slow
 def test_echo_through_loss_jitter_and_reordering(gateway: GatewayProcess, tmp_path: Path) -> None:
     impairment = Impairment(loss=0.02, jitter=0.030, reorder=0.02)
     media, stats, sent, got = call_echo(gateway, tmp_path, loops=2, upstream=impairment, seed=7)
