@@ -38,10 +38,11 @@ def two_phrases(directory: Path) -> Path:
     return path
 
 
-def best_correlation(sent: np.ndarray, got: np.ndarray, lag: int) -> float:
-    """Normalised cross-correlation of ``got`` against ``sent`` at the best lag within ±20 ms of ``lag``."""
+def best_correlation(sent: np.ndarray, got: np.ndarray, lag: int, search: int = 160) -> float:
+    """Normalised cross-correlation of ``got`` against ``sent`` at the best lag within ±``search`` samples of
+    ``lag`` (default ±20 ms)."""
     best = -1.0
-    for shift in range(max(0, lag - 160), lag + 161):
+    for shift in range(max(0, lag - search), lag + search + 1):
         part = got[shift : shift + len(sent)]
         if len(part) < len(sent):
             break
@@ -75,9 +76,14 @@ def test_phone_hears_its_own_speech_on_the_echo_line(gateway: GatewayProcess, tm
     # ... and it is the same speech, not merely sound at the right times
     sent_samples = read_wav(play)
     got_samples = read_wav(result.recording)
-    start, end = int(sent[0][0] * RATE), int(sent[-1][1] * RATE)
-    score = best_correlation(sent_samples[start:end], got_samples, start + round(latency * RATE))
-    assert score >= 0.9, (score, latency)
+    # Phrase by phrase: the adaptive jitter buffer may shed a frame of delay in the pause between them (that
+    # is where it should), so one lag for the whole span would not hold; each phrase keeps its own.
+    scores = [
+        best_correlation(sent_samples[int(a * RATE) : int(b * RATE)], got_samples,
+                         int(a * RATE) + round(latency * RATE), search=int(EDGE * RATE))
+        for a, b in sent
+    ]
+    assert min(scores) >= 0.9, (scores, latency)
     # the RTP reached baresip itself: its own decoder produced the speech too
     assert result.decoded is not None, result.log
     heard = sum(b - a for a, b in voiced_segments(result.decoded))
