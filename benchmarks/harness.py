@@ -40,9 +40,9 @@ from tests.integration.harness import (  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-PROVISIONAL = (
-    "**Provisional**: measured on a busy shared 2-CPU machine (SIPp and other jobs on the same cores); "
-    "the figures will be redone on a quiet machine."
+CAVEAT = (
+    "**Single run** on a 2-CPU machine with SIPp (the load) on the same cores; the load average when it started "
+    "is on the machine line. The issue's goals ask for medians of repeated runs: repeat before quoting."
 )
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -348,12 +348,12 @@ def write_result(
     revision: str | None = None,
     machine: str | None = None,
 ) -> Path:
-    """``path``: a markdown file with the title, the provisional note, the exact command, the revision, the
+    """``path``: a markdown file with the title, the single-run caveat, the exact command, the revision, the
     machine, then ``sections`` (tables and notes) and links to ``plots`` (relative to the file)."""
     parts = [
         f"# {title}",
         "",
-        PROVISIONAL,
+        CAVEAT,
         "",
         f"- command: `{command or command_line()}`",
         f"- revision: `{revision or git_head()}`",

@@ -132,7 +132,7 @@ def test_result_file_has_table_command_revision_machine_and_plots(tmp_path: Path
                        machine="test machine")
     text = out.read_text()
     assert text.startswith("# Echo\n")
-    assert "Provisional" in text
+    assert "Single run" in text
     assert "`.venv/bin/python benchmarks/bench_echo.py --calls 50 100`" in text
     assert "abc123+dirty" in text and "test machine" in text
     assert "| calls | failed |\n|---:|---:|\n| 50 | 0 |\n| 100 | 2 |" in text
