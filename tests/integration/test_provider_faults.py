@@ -27,7 +27,7 @@ from tests.fakes.webhook_server import WebhookReceiver
 from tests.helpers.baresip import RATE, PhoneResult, call, read_wav, speech_wav, write_wav
 from tests.helpers.fake_vendors import fake_vendors
 from tests.helpers.http_thread import serve_in_thread
-from tests.integration.harness import free_port, run_sipp, sipp_failure, start_gateway
+from tests.integration.harness import free_port, run_scenario, sipp_failure, start_gateway
 from tests.integration.test_webhooks import config as webhook_config
 from tests.integration.test_webhooks import place_call
 
@@ -163,64 +163,6 @@ numbers:
   - {number: "*", assistant: booking}
 """
 
-# A caller that answers, listens for LISTEN_MS, then hangs up.
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="call, listen, hang up">
-  <send retrans="500"><![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: sip:sipp@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=sipp 1 1 IN IP4 [local_ip]
-      s=-
-      c=IN IP4 [local_ip]
-      t=0 0
-      m=audio [rtp_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-      a=ptime:20
-
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: sip:sipp@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-
-  ]]></send>
-  <pause milliseconds="LISTEN_MS"/>
-  <send retrans="500"><![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: sip:sipp@[local_ip]:[local_port]
-      Max-Forwards: 70
-      Content-Length: 0
-
-  ]]></send>
-  <recv response="200"/>
-</scenario>
-"""
-
 
 @pytest.mark.parametrize("request_failed", [True, False], ids=["request-failed-message", "model-answers"])
 def test_a_tool_server_refusing_connections_fails_the_tool_not_the_call(tmp_path: Path, request_failed: bool) -> None:
@@ -238,14 +180,12 @@ def test_a_tool_server_refusing_connections_fails_the_tool_not_the_call(tmp_path
         "server": {"url": f"http://127.0.0.1:{closed}/book", "timeoutSeconds": 3}}
     if request_failed:
         tool["messages"] = [{"type": "request-failed", "content": REQUEST_FAILED}]
-    scenario = tmp_path / "listen.xml"
-    scenario.write_text(SCENARIO.replace("LISTEN_MS", "5000"))
     with fake_vendors(openai_script=model) as vendors:
         gw = start_gateway(tmp_path, TOOLS_CONFIG.replace("TOOLS", json.dumps([tool])) + vendors.providers_yaml())
         try:
-            result = run_sipp(["-sf", str(scenario), f"127.0.0.1:{gw.sip_port}", "-s", "booking", "-i", "127.0.0.1",
-                               "-m", "1", "-key", "rtp_port", str(free_port(also_tcp=False)), "-trace_err"],
-                              cwd=tmp_path, timeout=30)
+            # the caller answers, listens 5 s, hangs up
+            result = run_scenario("uac_pause_bye.xml", cwd=tmp_path, target=gw.sip_addr, service="booking",
+                                  timeout=30, extra=["-d", "5000"])
             logged = gw.wait_for_log("tool_call", timeout=5)
             ended = gw.wait_for_log("call_ended", timeout=10)
         finally:
