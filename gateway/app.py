@@ -75,7 +75,8 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
     metrics = Metrics()
     async with asyncio.TaskGroup() as tasks:
         ua = UserAgent(config, metrics, tasks)
-        playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics, precise_clock=time.monotonic)
+        playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics, precise_clock=time.monotonic,
+                                   on_tick=ua.on_playout_tick)
         providers = ProviderPool(config.providers)
         calls = CallManager(config, ua, metrics, tasks, playout=playout, providers=providers)
         registrations = Registrations(config, ua, metrics, tasks)
@@ -116,7 +117,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         gateway.api = api
         api_task = tasks.create_task(api.serve())
         tasks.create_task(webhooks.run())
-        loop_probe = tasks.create_task(monitor_event_loop(metrics, clock=ua.now, on_lag=ua.observe_lag))
+        loop_probe = tasks.create_task(monitor_event_loop(metrics, clock=ua.now, on_lag=ua.on_loop_probe))
         log.info(
             "gateway_started",
             sip=f"{addr[0]}:{addr[1]}",

@@ -398,9 +398,23 @@ class SecurityConfig(_Model):
     max_calls: int | None = Field(500, ge=1, description="concurrent calls (both directions); more → 503")
     max_calls_per_second: float | None = Field(None, gt=0, description="new inbound calls per second; more → 503")
     overload_lag_seconds: float = Field(
-        0.1, gt=0, description="event-loop lag that sheds new INVITEs with 503 (existing calls continue)"
+        0.1, gt=0, description="event-loop lag that sheds new INVITEs with 503 (existing calls continue), when "
+        "5 of the last 10 probes (100 ms apart) see it"
     )
-    overload_hold_seconds: float = Field(5.0, ge=0, description="keep shedding this long after the last lag")
+    overload_playout_late_seconds: float = Field(
+        0.01, ge=0, description="a playout tick whose packets leave this late behind the 20 ms grid is late; "
+        "overload_playout_late_share of the last 50 ticks late (or after skipped ticks) sheds new INVITEs"
+    )
+    overload_playout_late_share: float = Field(
+        0.5, gt=0, le=1, description="share of the last 50 playout ticks (1 s) that must be late to shed"
+    )
+    overload_sip_backlog_fill: float = Field(
+        0.5, gt=0, le=1, description="fill of the SIP UDP socket's kernel receive buffer (or a datagram dropped "
+        "for lack of room) in 5 of the last 10 probes that sheds new INVITEs (Linux)"
+    )
+    overload_hold_seconds: float = Field(
+        5.0, ge=0, description="keep shedding this long after the last overloaded observation"
+    )
     outbound_allow: list[str] = Field(
         default_factory=list,
         description="destinations POST /call may dial (toll-fraud guard), same patterns as transfers.allow: "

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Protocol, assert_never
 
-from gateway.admission import Action, AdmissionPolicy, LoadMonitor
+from gateway.admission import Action, AdmissionPolicy, LoadMonitor, OverloadLimits, OverloadStarted
 from gateway.config import GatewayConfig, is_ip_literal
 from gateway.observability.logging import get_logger, redact_sip_message
 from gateway.observability.metrics import Metrics, status_class
@@ -150,7 +150,7 @@ class UserAgent:
         self.admission = AdmissionPolicy.from_config(
             security, [t.host for t in config.trunks if is_ip_literal(t.host)]
         )
-        self.load = LoadMonitor(lag_threshold=security.overload_lag_seconds, hold=security.overload_hold_seconds)
+        self.load = LoadMonitor(OverloadLimits.from_config(security))
         self._digest = (
             DigestServer(security.realm, secrets.token_bytes(32)) if security.digest_users else None
         )
@@ -207,10 +207,26 @@ class UserAgent:
             self._timer.cancel()
         await self.transport.close()
 
-    def observe_lag(self, lag: float, now: float) -> None:
-        """One event-loop lag sample (from the app's loop probe) for load shedding."""
-        if self.load.observe_lag(lag, now):
-            self.log.warning("overload_shedding", lag=round(lag, 4))
+    def on_loop_probe(self, lag: float, now: float) -> None:
+        """The app's 100 ms loop probe: its lag and the SIP receive queue feed load shedding."""
+        self._overload(self.load.observe_lag(lag, now))
+        backlog = self.transport.receive_backlog()
+        if backlog is not None:
+            self._overload(self.load.observe_sip_backlog(backlog.queued, backlog.capacity, backlog.drops, now))
+
+    def on_playout_tick(self, lateness: float, skipped: int, now: float) -> None:
+        """One playout tick (from the playout scheduler) for load shedding."""
+        started = self.load.observe_playout_tick(lateness, skipped, now)
+        if started is not None:
+            self._overload(started)
+
+    def _overload(self, started: OverloadStarted | None) -> None:
+        if started is None:
+            return
+        signal = started.signal.value
+        self.metrics.overload_episodes.labels(signal).inc()
+        self.log.warning("overload_started", signal=signal, value=round(started.value, 4),
+                         threshold=started.threshold, hold_seconds=self.load.hold)
 
     @property
     def announced(self) -> Addr:

@@ -28,6 +28,10 @@ class Metrics:
         self.invites = Counter(
             "voicegw_sip_invites", "Inbound INVITEs by outcome", ["outcome"], registry=r
         )
+        self.overload_episodes = Counter(
+            "voicegw_overload_episodes", "Load-shedding episodes by the signal that started them "
+            "(event_loop_lag, playout_lateness, sip_backlog)", ["signal"], registry=r,
+        )
         self.sip_requests_limited = Counter(
             "voicegw_sip_requests_limited", "SIP requests over their source's rate, by action (503, drop)",
             ["action"], registry=r,

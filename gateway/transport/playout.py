@@ -12,6 +12,9 @@ The scheduler owns two loop timers in all, whatever the number of calls, both on
 A tick whose timer fires more than ``max_catch_up`` intervals late is skipped (counted): the streams'
 timestamps follow the grid index, so a skipped tick is a gap in the timestamps, never a drift.
 
+``on_tick(lateness, skipped, now)`` hears every sent tick: how late its send phase ran and how many ticks were
+skipped just before it (the load monitor's playout signal; O(1) per tick).
+
 :class:`OutboundRtp` numbers what one stream sends: sequence numbers continuous (+1 per packet sent),
 timestamps on the grid (continuous across silence: a pause advances the timestamp by its duration),
 and the marker bit on the first packet of each talk spurt (RFC 3551 §4.1 "the first packet of a
@@ -82,6 +85,7 @@ class PlayoutScheduler:
         timing_window: int = 3000,
         report_every: int = 500,
         precise_clock: Callable[[], float] | None = None,
+        on_tick: Callable[[float, int, float], None] | None = None,
     ) -> None:
         if interval <= 0 or not 0 <= lead < interval:
             raise ValueError("need interval > 0 and 0 <= lead < interval")
@@ -97,6 +101,8 @@ class PlayoutScheduler:
         self._handle: Any = None
         self._running = False
         self.skipped = 0
+        self._skipped_before = 0  # ticks skipped just before the prepared one
+        self._on_tick = on_tick
         # per tick: lateness of the send phase's last sendto (an upper bound for every packet of the tick)
         self._lateness: deque[float] = deque(maxlen=timing_window)
         # Lateness is measured with this clock (same time base as the loop's): uvloop's loop.time() is
@@ -139,6 +145,7 @@ class PlayoutScheduler:
         # The first deadline is one interval out, so there is time to prepare it.
         self._origin = self._loop.time() + self.interval
         self._tick = 0
+        self._skipped_before = 0
         self._schedule_prepare()
 
     def close(self) -> None:
@@ -161,6 +168,7 @@ class PlayoutScheduler:
             if self._metrics is not None:
                 self._metrics.playout_ticks_skipped.inc(behind)
             self._tick += behind
+            self._skipped_before = behind
         tick = self._tick
         prepare_at = self.tick_time(tick) - self.lead
         for stream in list(self._streams):
@@ -180,6 +188,9 @@ class PlayoutScheduler:
         self._lateness.append(lateness)
         if self._metrics is not None:
             self._metrics.playout_lateness_seconds.observe(max(0.0, lateness))
+        if self._on_tick is not None:
+            skipped, self._skipped_before = self._skipped_before, 0
+            self._on_tick(lateness, skipped, self._loop.time())
         self._tick = tick + 1
         self._since_report += 1
         if self._report_every and self._since_report >= self._report_every:

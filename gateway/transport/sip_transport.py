@@ -13,8 +13,12 @@ certificate against the name registered with :meth:`SipTransport.set_tls_peer` (
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from gateway.sip.errors import RemoteProtocolError
@@ -28,6 +32,21 @@ ErrorCallback = Callable[[str, Addr, str], None]
 _TCP_CONNECT_TIMEOUT = 5.0
 _TCP_IDLE_LIMIT_BYTES = 1 << 20
 _TLS_HANDSHAKE_TIMEOUT = 10.0
+# <linux/sock_diag.h>: SO_MEMINFO returns u32 [rmem_alloc, rcvbuf, wmem_alloc, sndbuf, fwd_alloc, wmem_queued,
+# optmem, backlog, drops]
+_SO_MEMINFO = 55
+_SK_MEMINFO_VARS = 9
+_SK_MEMINFO_DROPS = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiveBacklog:
+    """The SIP UDP socket's receive queue: ``queued`` bytes (kernel accounting, headers included) of
+    ``capacity``, and ``drops``, datagrams discarded because it was full (a running total)."""
+
+    queued: int
+    capacity: int
+    drops: int
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -194,6 +213,25 @@ class SipTransport:
             return
         self._pending_tcp[(kind, destination)] = [data]
         self._tasks.create_task(self._connect(destination, kind))
+
+    def receive_backlog(self) -> ReceiveBacklog | None:
+        """The UDP socket's kernel receive queue: bytes queued, the buffer's size and the datagrams the kernel
+        dropped for lack of room since the socket opened (Linux ``SO_MEMINFO``: one getsockopt, no scan).
+        None before start, or where the platform does not tell."""
+        if not sys.platform.startswith("linux") or self._udp is None or self._udp.transport is None:
+            return None
+        sock = self._udp.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 4 * _SK_MEMINFO_VARS)
+        except (OSError, AttributeError, TypeError):
+            return None
+        values = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+        if len(values) < 2:
+            return None
+        drops = values[_SK_MEMINFO_DROPS] if len(values) > _SK_MEMINFO_DROPS else 0
+        return ReceiveBacklog(queued=values[0], capacity=values[1], drops=drops)
 
     async def _connect(self, destination: Addr, kind: str = "tcp") -> None:
         loop = asyncio.get_running_loop()

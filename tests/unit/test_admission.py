@@ -11,6 +11,7 @@ from gateway.admission import (
     CallRate,
     Limits,
     LoadMonitor,
+    OverloadLimits,
     TokenBucket,
     is_scanner,
     parse_networks,
@@ -146,9 +147,9 @@ def test_ban_table_is_bounded() -> None:
 
 
 def test_load_monitor_sheds_while_the_loop_lags_and_for_the_hold_after() -> None:
-    monitor = LoadMonitor(lag_threshold=0.1, hold=5.0, window=10, late_samples=5)
+    monitor = LoadMonitor(OverloadLimits(lag_threshold=0.1, hold=5.0, lag_window=10, lag_late_samples=5))
     assert not monitor.observe_lag(0.02, 1.0) and not monitor.overloaded(1.0)
-    started = [monitor.observe_lag(0.25, 2.0 + i * 0.3) for i in range(6)]
+    started = [monitor.observe_lag(0.25, 2.0 + i * 0.3) is not None for i in range(6)]
     assert started == [False, False, False, False, True, False]  # one episode, reported once
     assert monitor.overloaded(3.2) and monitor.overloaded(8.0)
     for i in range(10):
@@ -157,7 +158,7 @@ def test_load_monitor_sheds_while_the_loop_lags_and_for_the_hold_after() -> None
 
 
 def test_one_stall_such_as_start_up_does_not_shed() -> None:
-    monitor = LoadMonitor(lag_threshold=0.1, hold=5.0)
+    monitor = LoadMonitor(OverloadLimits(lag_threshold=0.1, hold=5.0))
     monitor.observe_lag(2.5, 1.0)
     for i in range(20):
         monitor.observe_lag(0.002, 1.05 + i * 0.05)

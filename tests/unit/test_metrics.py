@@ -18,6 +18,7 @@ EXPECTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("voicegw_sip_responses_received", "counter", ("method", "status_class")),
     ("voicegw_sip_messages_dropped", "counter", ("reason",)),
     ("voicegw_sip_invites", "counter", ("outcome",)),
+    ("voicegw_overload_episodes", "counter", ("signal",)),
     ("voicegw_sip_requests_limited", "counter", ("action",)),
     ("voicegw_sip_bans", "counter", ()),
     ("voicegw_sip_banned_sources", "gauge", ()),
