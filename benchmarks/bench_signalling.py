@@ -1,9 +1,11 @@
 """Signalling load: a SIPp call-rate ramp (INVITE/200/ACK/BYE, no media) against one gateway, to the knee.
 
 Per step (a fixed call rate for a fixed time): the achieved rate (successful calls over the step's wall time),
-failed calls (SIPp's FailedCall counter: 503 shedding, timeouts), setup time p50/p95/p99 (INVITE sent to
-200 OK received, per call from SIPp ``-trace_rtt``), and the gateway's CPU (utime+stime from /proc, 100 = one
-core). The knee is the highest step with no failed call that achieved 95 % of its offered rate. Scenario: tests/sipp/uac_signalling_only.xml.
+failed calls (SIPp's FailedCall counter: 503 shedding, timeouts), of which shed (INVITEs the gateway refused
+with 503 + Retry-After because it was overloaded, from ``voicegw_sip_invites_total{outcome="overloaded"}``, with
+the signals that started an episode from ``voicegw_overload_episodes_total``), setup time p50/p95/p99 (INVITE
+sent to 200 OK received, per call from SIPp ``-trace_rtt``), and the gateway's CPU (utime+stime from /proc,
+100 = one core). The knee is the highest step with no failed call that achieved 95 % of its offered rate. Scenario: tests/sipp/uac_signalling_only.xml.
 
 Usage: .venv/bin/python benchmarks/bench_signalling.py [--rates 50 100 200 300 400] [--seconds 12]
 """
@@ -27,15 +29,18 @@ from benchmarks.harness import (
     gateway,
     install_signal_handlers,
     markdown_table,
+    metric_value,
     percentile,
     plot_cdf,
     plot_lines,
+    scrape,
     sipp,
     write_result,
 )
 from tests.integration.harness import SIPP_DIR
 
 SCENARIO = SIPP_DIR / "uac_signalling_only.xml"
+OVERLOAD_SIGNALS = ("event_loop_lag", "playout_lateness", "sip_backlog")
 
 
 @dataclass
@@ -45,6 +50,8 @@ class Step:
     attempted: int = 0
     succeeded: int = 0
     failed: int = 0
+    shed: int = 0  # 503 + Retry-After for overload (part of failed)
+    signals: str = ""  # the overload signals that started an episode in this step
     achieved_cps: float = math.nan
     cpu_pct: float = math.nan
     setup_ms: tuple[float, ...] = ()
@@ -52,7 +59,7 @@ class Step:
 
     def row(self) -> list[str]:
         return [str(self.rate), fmt(self.achieved_cps), str(self.succeeded), str(self.failed),
-                fmt(percentile(self.setup_ms, 0.5)), fmt(percentile(self.setup_ms, 0.95)),
+                str(self.shed) + (f" ({self.signals})" if self.signals else ""), fmt(percentile(self.setup_ms, 0.5)), fmt(percentile(self.setup_ms, 0.95)),
                 fmt(percentile(self.setup_ms, 0.99)), fmt(self.cpu_pct), self.error or "ok"]
 
 
@@ -71,12 +78,22 @@ def run_step(rate: int, seconds: float, work: Path, port: int | None = None) -> 
                 step.setup_ms = tuple(run.setup_times_ms())
                 step.achieved_cps = step.succeeded / cpu.seconds
                 step.cpu_pct = cpu.core_pct
+                step.shed, step.signals = _shedding(gw.http_port)
                 if rc is None:
                     step.error = "SIPp did not finish in time"
                     step.failed = max(step.failed, step.attempted - step.succeeded)
     except Exception as exc:  # a broken step is recorded, the ramp goes on
         step.error = f"{type(exc).__name__}: {exc}"[:200]
     return step
+
+
+def _shedding(http_port: int) -> tuple[int, str]:
+    """INVITEs refused as overloaded, and which signals started an episode (the gateway's own counters)."""
+    text = scrape(http_port)
+    shed = metric_value(text, "voicegw_sip_invites_total", {"outcome": "overloaded"})
+    signals = [s for s in OVERLOAD_SIGNALS
+               if (metric_value(text, "voicegw_overload_episodes_total", {"signal": s}) or 0) > 0]
+    return (0 if math.isnan(shed) else int(shed)), ",".join(signals)
 
 
 def main() -> None:
@@ -107,7 +124,7 @@ def main() -> None:
                    title="Signalling ramp", xlabel="offered calls per second", ylabel="value"),
     ]
     table = markdown_table(
-        ["offered cps", "achieved cps", "ok calls", "failed", "setup p50 ms", "setup p95 ms", "setup p99 ms",
+        ["offered cps", "achieved cps", "ok calls", "failed", "shed 503 (signal)", "setup p50 ms", "setup p95 ms", "setup p99 ms",
          "gateway CPU %", "status"],
         [s.row() for s in steps],
     )
