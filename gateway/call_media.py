@@ -528,11 +528,11 @@ class CallMedia:
         if pcm is None:
             rx.outbound.silence(tick)
             return None
-        packet = rx.outbound.packet(tick, rx.codec.encode(pcm))
-        self._pending = packet.serialize()
+        payload = rx.codec.encode(pcm)
+        self._pending, timestamp = rx.outbound.datagram(tick, payload)
         self._pending_tick = tick
         if rtcp is not None:
-            rtcp.on_rtp_sent(packet, now)
+            rtcp.count_sent(timestamp, len(payload), now)
         return pcm
 
     def send(self, tick: int) -> None:

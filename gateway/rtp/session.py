@@ -127,9 +127,13 @@ class RtcpSession:
 
     def on_rtp_sent(self, packet: RtpPacket, now: float) -> None:
         """Account one RTP packet we sent (§6.4.1: payload octets, not header or padding)."""
+        self.count_sent(packet.timestamp, len(packet.payload), now)
+
+    def count_sent(self, timestamp: int, payload_octets: int, now: float) -> None:
+        """:meth:`on_rtp_sent` for a packet known by its timestamp and payload size (the per-tick send path)."""
         self._packet_count = (self._packet_count + 1) & 0xFFFFFFFF
-        self._octet_count = (self._octet_count + len(packet.payload)) & 0xFFFFFFFF
-        self._last_rtp_timestamp = packet.timestamp
+        self._octet_count = (self._octet_count + payload_octets) & 0xFFFFFFFF
+        self._last_rtp_timestamp = timestamp
         self._last_rtp_sent_at = now
         self._sent_since_report = True
 

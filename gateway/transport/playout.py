@@ -24,6 +24,7 @@ talkspurt ... marker bit set").
 from __future__ import annotations
 
 import random
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from typing import Any, Protocol
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
 from gateway.rtp.packet import RtpPacket
+
+_pack_header = struct.Struct("!BBHII").pack  # RFC 3550 §5.1 fixed header: V=2, no P/X/CC
 
 __all__ = [
     "LoopClock",
@@ -290,6 +293,22 @@ class OutboundRtp:
         self._seq = (self._seq + 1) & 0xFFFF
         self.packets_sent += 1
         return packet
+
+    def datagram(self, tick: int, payload: bytes) -> tuple[bytes, int]:
+        """The same packet as :meth:`packet`, already serialized (no CSRC, extension or padding), with its
+        timestamp: the per-tick send path builds the 12 header bytes directly instead of a packet object."""
+        marker = not self._talking
+        if marker:
+            self.talk_spurts += 1
+        self._talking = True
+        if self._tick0 is None:
+            self._tick0 = tick
+        timestamp = (self._ts_base + (tick - self._tick0) * self.samples_per_tick) & 0xFFFFFFFF
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        self.packets_sent += 1
+        second = (0x80 | self.payload_type) if marker else self.payload_type
+        return _pack_header(0x80, second, seq, timestamp, self.ssrc) + payload, timestamp
 
     def silence(self, tick: int) -> None:
         """Nothing is sent at ``tick``: the next packet starts a talk spurt."""

@@ -222,3 +222,26 @@ def test_outbound_rtp_wraps_sequence_and_timestamp() -> None:
     assert [p.sequence_number for p in [first, *packets]] == [0xFFFE, 0xFFFF, 0, 1]
     assert all(0 <= p.timestamp <= 0xFFFFFFFF for p in packets)
     assert (packets[-1].timestamp - packets[0].timestamp) & 0xFFFFFFFF == 320
+
+
+def test_outbound_datagram_is_the_serialized_packet_of_the_same_tick() -> None:
+    # Two streams from the same random state: one built through packet() + serialize(), one through the per-tick
+    # datagram() fast path, over talk spurts, a silence, a skipped tick and the sequence/timestamp wrap.
+    def stream() -> OutboundRtp:
+        out = OutboundRtp(ssrc=0xCAFEF00D, payload_type=8, clock_rate=8000, interval=0.02, rng=random.Random(9))
+        out._seq, out._ts_base = 0xFFFE, 0xFFFFFF00
+        return out
+
+    slow, fast = stream(), stream()
+    for tick in [*range(5), 7, 8, *range(12, 15)]:
+        if tick in (7, 8):
+            slow.silence(tick)
+            fast.silence(tick)
+            continue
+        payload = bytes([tick]) * 160
+        expected = slow.packet(tick, payload)
+        data, timestamp = fast.datagram(tick, payload)
+        assert data == expected.serialize(), tick
+        assert RtpPacket.parse(data) == expected
+        assert timestamp == expected.timestamp
+    assert (fast.packets_sent, fast.talk_spurts) == (slow.packets_sent, slow.talk_spurts) == (8, 2)
