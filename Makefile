@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?=
-APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio prometheus
+APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio prometheus tcpdump
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps run test lint typecheck bench fuzz clean

@@ -10,6 +10,7 @@ calls up is reported), inbound loss (``media_stats`` at call end) and event-loop
 p99 of ``voicegw_event_loop_lag_seconds`` observed during the window).
 
 Usage: .venv/bin/python benchmarks/bench_echo.py [--calls 50 100 200 400] [--seconds 40] [--out FILE]
+       [--profile SECONDS]
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ from benchmarks.harness import (
     speech_wav,
     write_result,
 )
+from benchmarks.pyspy import fold, record
+from benchmarks.pyspy import markdown as profile_table
+from benchmarks.wire import capture, rtp_port_range, send_interval_jitter
 
 __all__ = ["cpu_seconds", "main", "run_step"]
 
@@ -53,6 +57,7 @@ SPEECH = ("Testing the echo line of the voice gateway under load, one two three 
           "ten.")
 RATE = 50  # calls per second while ramping up
 LAG = "voicegw_event_loop_lag_seconds"
+CAPTURE_SECONDS = 5.0  # of tcpdump on the gateway's RTP source ports, after the CPU window
 
 
 @dataclass
@@ -65,6 +70,9 @@ class EchoStep:
     setup_ms: list[float] = field(default_factory=list)
     send_p50_ms: float = math.nan
     send_p99_ms: float = math.nan
+    interval_p50_ms: float = math.nan
+    interval_p99_ms: float = math.nan
+    intervals: int = 0
     rx_loss_pct: float = math.nan
     lag_p99_ms: float = math.nan
     error: str = ""
@@ -77,19 +85,25 @@ class EchoStep:
         return [str(self.calls), str(self.up), str(self.failed), fmt(self.cpu_core_pct),
                 fmt(self.cpu_per_call_pct, 3), fmt(self.rss_mb), fmt(percentile(self.setup_ms, 0.5)),
                 fmt(percentile(self.setup_ms, 0.95)), fmt(percentile(self.setup_ms, 0.99)),
-                fmt(self.send_p50_ms, 2), fmt(self.send_p99_ms, 2), fmt(self.rx_loss_pct, 2),
+                fmt(self.send_p50_ms, 2), fmt(self.send_p99_ms, 2), fmt(self.interval_p50_ms, 2),
+                fmt(self.interval_p99_ms, 2), fmt(self.rx_loss_pct, 2),
                 fmt(self.lag_p99_ms), self.error or "ok"]
 
 
 HEADERS = ["calls", "up", "failed", "CPU % of a core", "CPU % per call", "RSS MB", "setup p50 ms",
-           "setup p95 ms", "setup p99 ms", "send p50 ms", "send p99 ms", "rx loss %", "loop lag p99 ms <=",
+           "setup p95 ms", "setup p99 ms", "send p50 ms", "send p99 ms", "interval jitter p50 ms", "interval jitter p99 ms", "rx loss %", "loop lag p99 ms <=",
            "status"]
 
 
-def run_step(calls: int, seconds: float, work: Path, wav: Path) -> EchoStep:
+def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float = 0.0,
+             profile_out: Path | None = None) -> EchoStep:
+    """One fresh gateway with ``calls`` echo calls. After the CPU window (so that neither costs the gateway CPU
+    inside it) the calls go on for CAPTURE_SECONDS of tcpdump capture (send-interval jitter on the wire) and,
+    with ``profile`` > 0, ``profile`` seconds of py-spy sampling (``profile_out``: its raw file)."""
     step = EchoStep(calls)
+    extra = CAPTURE_SECONDS + profile
     try:
-        scenario = echo_scenario(work, wav, seconds, name=f"echo_{calls}")
+        scenario = echo_scenario(work, wav, seconds + extra, name=f"echo_{calls}")
         with gateway(work, BENCH_CONFIG, name=f"echo{calls}", rtp_ports=max(200, 2 * calls + 100)) as gw:
             with sipp(scenario, gw, work, service="echo", calls=calls, rate=RATE, timeout=seconds + 60) as run:
                 ramp = calls / RATE + 3.0
@@ -101,6 +115,14 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path) -> EchoStep:
                 cpu.start()
                 time.sleep(max(2.0, seconds - ramp - 3.0))
                 cpu.stop()
+                pcap = work / f"echo_{calls}.pcap"
+                capture(rtp_port_range(gw.config_path), CAPTURE_SECONDS, pcap)
+                jitter = send_interval_jitter(pcap)
+                step.intervals = len(jitter)
+                step.interval_p50_ms = 1000 * percentile(jitter, 0.5)
+                step.interval_p99_ms = 1000 * percentile(jitter, 0.99)
+                if profile > 0 and profile_out is not None:
+                    record(gw.proc.pid, profile, profile_out)
                 step.rss_mb = rss_bytes(gw.proc.pid) / 2**20
                 lag = bucket_delta(histogram_buckets(scrape(gw.http_port), LAG), lag_before)
                 step.lag_p99_ms = 1000 * bucket_quantile(lag, 0.99)
@@ -109,7 +131,7 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path) -> EchoStep:
                           and line.get("streams") == calls]
                 step.send_p50_ms = max((float(str(t["p50_ms"])) for t in timing), default=math.nan)
                 step.send_p99_ms = max((float(str(t["p99_ms"])) for t in timing), default=math.nan)
-                if run.wait(seconds + 90) is None:
+                if run.wait(seconds + extra + 90) is None:
                     step.error = "SIPp did not finish in time"
                 step.failed = run.failed()
                 step.setup_ms = run.setup_times_ms()
@@ -127,6 +149,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--seconds", type=float, default=40.0, help="call length (the window is shorter)")
     parser.add_argument("--out", type=Path, default=RESULTS / "echo.md")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help="also sample each step with py-spy for SECONDS after its CPU window and print the "
+                             "folded table (raw files next to --out)")
     args = parser.parse_args()
     install_signal_handlers()
     steps = []
@@ -134,8 +159,12 @@ def main() -> None:
         work = Path(tmp)
         wav = speech_wav(work, SPEECH)
         for calls in args.calls:
-            step = run_step(calls, args.seconds, work, wav)
+            raw = args.out.with_name(f"{args.out.stem}_{calls}_pyspy.raw") if args.profile else None
+            step = run_step(calls, args.seconds, work, wav, args.profile, raw)
             print(step.row(), flush=True)
+            if raw is not None and raw.exists():
+                total, shares = fold(raw)
+                print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares)}", flush=True)
             steps.append(step)
     out: Path = args.out
     clean = [s for s in steps if s.failed == 0 and not s.error and s.up == s.calls]
@@ -153,7 +182,10 @@ def main() -> None:
         "failed calls, p99 send-interval jitter <= 2 ms, <= 0.25 % of a core per call. Load: SIPp 3.6.1 UAC, "
         f"`tests/sipp/echo_rtp_stream.xml`, PCMU speech looped with `rtp_stream`, {RATE} calls/s ramp. "
         "Send timing is the gateway's own `playout_timing` (lateness of the last sendto of a 20 ms tick "
-        "behind its grid deadline); loop lag is a histogram bucket bound (an upper bound)."
+        "behind its grid deadline, an upper bound for every packet of the tick); interval jitter is measured "
+        f"on the wire (`benchmarks/wire.py`: tcpdump on lo for {CAPTURE_SECONDS:.0f} s after the CPU window, "
+        "|departure interval - RTP timestamp interval| of consecutive packets of each stream), the quantity "
+        "the goal names; loop lag is a histogram bucket bound (an upper bound)."
     )
     write_result(out, title="Echo calls: concurrency ramp", sections=[markdown_table(HEADERS, [s.row() for s in steps]),
                  notes], plots=plots)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from benchmarks.harness import (
     rss_bytes,
     write_result,
 )
+from benchmarks.wire import rtp_port_range, send_interval_jitter
 
 # The head of a SIPp 3.6.1 -trace_stat file (a subset of its ~80 columns, same layout: ';' after every field).
 STAT_CSV = (
@@ -137,3 +139,44 @@ def test_result_file_has_table_command_revision_machine_and_plots(tmp_path: Path
     assert "abc123+dirty" in text and "test machine" in text
     assert "| calls | failed |\n|---:|---:|\n| 50 | 0 |\n| 100 | 2 |" in text
     assert "](setup_cdf.png)" in text and "](plots/cpu.png)" in text
+
+
+# ---------------------------------------------------------------------------------------------- wire capture
+
+
+def _pcap(path: Path, packets: list[tuple[float, int, int, int, int]], *, rtcp_at: float | None = None) -> Path:
+    """A little-endian pcap (Ethernet link, as tcpdump writes for lo) of RTP packets
+    (time, src port, dst port, sequence number, timestamp), plus an RTCP SR when ``rtcp_at`` is given."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+
+    def frame(when: float, src: int, dst: int, payload: bytes) -> None:
+        udp = struct.pack("!HHHH", src, dst, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([127, 0, 0, 1]),
+                         bytes([127, 0, 0, 1])) + udp
+        data = b"\x00" * 12 + b"\x08\x00" + ip
+        sec = int(when)
+        out.extend(struct.pack("<IIII", sec, round((when - sec) * 1e6), len(data), len(data)) + data)
+
+    for when, src, dst, seq, timestamp in packets:
+        frame(when, src, dst, struct.pack("!BBHII", 0x80, 0, seq, timestamp, 1) + b"\xff" * 160)
+    if rtcp_at is not None:
+        frame(rtcp_at, 20000, 30000, struct.pack("!BBHI", 0x80, 200, 6, 1) + b"\x00" * 20)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_send_interval_jitter_is_the_departure_interval_against_the_timestamp_interval(tmp_path: Path) -> None:
+    # stream A: 20 ms apart except one packet 3 ms late (two pairs off by 3 ms); stream B: a 1 s pause
+    # (timestamps jump with it) then a gap in sequence numbers, which is no pair
+    a = [(0.000, 20000, 30000, 10, 1000), (0.020, 20000, 30000, 11, 1160), (0.043, 20000, 30000, 12, 1320),
+         (0.060, 20000, 30000, 13, 1480)]
+    b = [(0.001, 20002, 30002, 65535, 0), (1.021, 20002, 30002, 0, 8160), (1.061, 20002, 30002, 2, 8480)]
+    pcap = _pcap(tmp_path / "rtp.pcap", sorted(a + b), rtcp_at=0.030)
+    jitter = sorted(send_interval_jitter(pcap))
+    assert jitter == pytest.approx([0.0, 0.0, 0.003, 0.003], abs=2e-6)
+
+
+def test_rtp_port_range_reads_the_gateway_config(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("rtp: {port_min: 21000, port_max: 21399}\n")
+    assert rtp_port_range(config) == (21000, 21399)
