@@ -483,10 +483,13 @@ class CallMedia:
         rx = self._rx
         if rx is None:
             return
-        frame = rx.jitter.pop(now)
-        kind = frame.kind
+        kind, payload = rx.jitter.pop_frame(now)
+        passthrough: bytes | None = None  # the received frame itself, when the echo may send it back as is
         if kind is FrameKind.AUDIO:
-            pcm: bytes | None = rx.concealer.good_frame(rx.codec.decode(frame.payload))
+            decoded = rx.codec.decode(payload)
+            pcm: bytes | None = rx.concealer.good_frame(decoded)
+            if pcm is decoded:  # not merged with a concealment: re-encoding would give the same bytes back
+                passthrough = payload
         elif kind is FrameKind.CONCEALED:
             pcm = rx.concealer.conceal()
         else:
@@ -495,16 +498,17 @@ class CallMedia:
             pcm = None
         conversation = self.conversation
         if conversation is not None:
-            encoded = frame.payload if kind is FrameKind.AUDIO else None
+            encoded = payload if kind is FrameKind.AUDIO else None
             conversation.on_tick(encoded, STT_ENCODINGS.get(rx.codec.name, "linear16"), pcm, now)
-        played = self._prepare_send(rx, tick, now, pcm, conversation)
+        played = self._prepare_send(rx, tick, now, pcm, conversation, passthrough)
         recorder = self.recorder
         if recorder is not None:
             recorder.add_frame(pcm, played)  # caller left, what we played right; None: silence
 
     def _prepare_send(self, rx: _Receive, tick: int, now: float, pcm: bytes | None,
-                      conversation: Conversation | None) -> bytes | None:
-        """The packet of this tick for the send phase; returns the audio it carries (None: nothing played)."""
+                      conversation: Conversation | None, passthrough: bytes | None = None) -> bytes | None:
+        """The packet of this tick for the send phase; returns the audio it carries (None: nothing played).
+        ``passthrough``: the received encoded frame that ``pcm`` decodes, which the echo sends back as is."""
         rtcp = self.rtcp
         if self._dtmf_busy and self.sending and self.can_send_rfc4733:
             # A digit replaces the audio of this tick; the assistant's audio waits (next_frame not called).
@@ -521,6 +525,7 @@ class CallMedia:
         if conversation is not None:
             assert self.playout is not None
             pcm = conversation.next_frame(self.playout.tick_time(tick))
+            passthrough = None
             if not self.sending:
                 return None
         elif not (self.echo and self.sending):
@@ -528,7 +533,7 @@ class CallMedia:
         if pcm is None:
             rx.outbound.silence(tick)
             return None
-        payload = rx.codec.encode(pcm)
+        payload = passthrough if passthrough is not None else rx.codec.encode(pcm)
         self._pending, timestamp = rx.outbound.datagram(tick, payload)
         self._pending_tick = tick
         if rtcp is not None:

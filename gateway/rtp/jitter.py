@@ -247,18 +247,38 @@ class JitterBuffer:
         """Take one received packet (arrival time ``now``, the playout clock's time base)."""
         if self._ssrc is None:
             self._start_stream(packet, now)
-        elif self._is_discontinuity(packet, now):
+            return self._accept(packet, now)
+        # Per packet: the unwrapped timestamp and the transit are computed once, for the discontinuity
+        # check and for _accept (nothing changes the stream state in between).
+        start = self._unwrap(packet.timestamp)
+        transit = now - (start - self._origin) / self._clock
+        if self._is_discontinuity(packet, transit):
             return self._probation(packet, now)
-        elif self._candidate is not None:
+        if self._candidate is not None:
             # The old stream went on: the candidate was a stray packet.
             self._candidate = None
             self._count.packets_discarded += 1
-        return self._accept(packet, now)
+        return self._accept(packet, now, start, transit)
 
     def pop(self, now: float) -> PlayoutFrame:
         """Return the frame to play at ``now``; exactly one frame per call."""
         timestamp = self._playout_ts
-        self._playout_ts = (timestamp + self._frame) & _TS_MASK
+        kind, payload, source = self._pop(now)
+        return PlayoutFrame(
+            kind=kind,
+            payload=payload,
+            timestamp=timestamp,
+            source_timestamp=None if source is None else source & _TS_MASK,
+        )
+
+    def pop_frame(self, now: float) -> tuple[FrameKind, bytes]:
+        """:meth:`pop` as a (kind, payload) pair: the per-tick playout path, which needs nothing else and
+        builds no frame object (the state moves exactly as with :meth:`pop`)."""
+        kind, payload, _ = self._pop(now)
+        return kind, payload
+
+    def _pop(self, now: float) -> tuple[FrameKind, bytes, int | None]:
+        self._playout_ts = (self._playout_ts + self._frame) & _TS_MASK
         if self._state is _State.PLAYING:
             kind, payload, source = self._pop_playing(now)
         else:
@@ -270,12 +290,7 @@ class JitterBuffer:
         else:
             self._count.frames_silence += 1
         self._last_kind = kind
-        return PlayoutFrame(
-            kind=kind,
-            payload=payload,
-            timestamp=timestamp,
-            source_timestamp=None if source is None else source & _TS_MASK,
-        )
+        return kind, payload, source
 
     def reset(self) -> None:
         """Forget the stream (e.g. the peer's media changed); counters are kept."""
@@ -352,17 +367,15 @@ class JitterBuffer:
     def _transit(self, start: int, now: float) -> float:
         return now - (start - self._origin) / self._clock
 
-    def _is_discontinuity(self, packet: RtpPacket, now: float) -> bool:
+    def _is_discontinuity(self, packet: RtpPacket, transit: float) -> bool:
         if packet.ssrc != self._ssrc:
             return True
         jump = seq_distance(packet.sequence_number, self._seq_max)
         if jump > MAX_DROPOUT or jump < -MAX_MISORDER:
             return True
         floors = self._floor_window
-        if floors:
-            transit = self._transit(self._unwrap(packet.timestamp), now)
-            return abs(transit - floors[0][1]) > _DISCONTINUITY  # floors[0][1] is _floor(), inlined (per packet)
-        return False
+        # floors[0][1] is _floor(), inlined (per packet)
+        return bool(floors) and abs(transit - floors[0][1]) > _DISCONTINUITY
 
     def _probation(self, packet: RtpPacket, now: float) -> PushResult:
         """RFC 3550 A.1: a new source (or a restarted one) must send two packets in sequence."""
@@ -388,21 +401,26 @@ class JitterBuffer:
 
     # -- arrival --------------------------------------------------------------------------
 
-    def _accept(self, packet: RtpPacket, now: float) -> PushResult:
+    def _accept(self, packet: RtpPacket, now: float, start: int | None = None,
+                transit: float | None = None) -> PushResult:
+        """Store one packet of the current stream; ``start``/``transit``: its unwrapped timestamp and transit
+        when the caller computed them already."""
         seq = packet.sequence_number
         if seq in self._seen:
             self._count.packets_duplicate += 1
             return PushResult.DUPLICATE
         self._remember(seq)
-        if seq_distance(seq, self._seq_max) > 0:
+        if ((seq - self._seq_max + 0x8000) & 0xFFFF) - 0x8000 > 0:  # seq_distance(seq, self._seq_max), inlined
             self._seq_max = seq
-        start = self._unwrap(packet.timestamp)
+        if start is None or transit is None:
+            start = self._unwrap(packet.timestamp)
+            transit = self._transit(start, now)
         end = start + len(packet.payload)
-        self._ts_max = max(self._ts_max, start)
-        transit = self._transit(start, now)
+        if start > self._ts_max:
+            self._ts_max = start
         if not self._floor_window:
             self._floor_window.append((now, transit))
-        low = self._window_start(now)
+        low = self._next if self._state is _State.PLAYING else self._window_start(now)
         # Never before what already played; in silence the head of a packet straddling the
         # window is kept here and cut at playout in whole frames.
         lo = start if self._played_end is None else max(start, self._played_end)
@@ -442,7 +460,8 @@ class JitterBuffer:
         segments = self._segments
         # What is held lies within [first start, last end) (disjoint segments): sum it only when that span
         # could set a new maximum, not on every packet.
-        if segments[-1].end - segments[0].start > self._max_buffered:
+        last = segments[-1]
+        if last.start + len(last.data) - segments[0].start > self._max_buffered:
             self._max_buffered = max(self._max_buffered, self._held())
         return PushResult.ACCEPTED
 
@@ -473,7 +492,7 @@ class JitterBuffer:
     def _insert(self, segment: _Segment) -> bool:
         """Store the parts of ``segment`` not held yet; False when nothing was new."""
         segments = self._segments
-        if not segments or segments[-1].end <= segment.start:
+        if not segments or segments[-1].start + len(segments[-1].data) <= segment.start:
             # Per-packet fast path: in order after everything held (the held segments are sorted and
             # disjoint), so nothing is cut and it goes last; the same as the general case below.
             segments.append(segment)

@@ -78,7 +78,8 @@ class _Protocol(asyncio.DatagramProtocol):
         self._on_error = on_error
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._on_datagram(data, (addr[0], addr[1]))
+        # IPv4 addresses come as (host, port) already; IPv6 ones carry flowinfo and scope id as well
+        self._on_datagram(data, addr if len(addr) == 2 else (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         self._on_error()
@@ -216,6 +217,7 @@ class RtpEndpoint:
                 self._drop("srtp_unprotect")  # RFC 3711 §3.3: the packet MUST be discarded
                 return
             data = plain
+        size = len(data)  # what the byte counter counts: the RTP packet (as _wire_size(packet) would say)
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError as exc:
@@ -223,7 +225,7 @@ class RtpEndpoint:
             return
         if latched is None and not self._latch(packet, source, now):
             return
-        self._deliver(packet, now)
+        self._deliver(packet, now, size)
 
     def _latch(self, packet: RtpPacket, source: Addr, now: float) -> bool:
         """Decide on an unlatched source; True when ``packet`` is to be delivered now."""
@@ -248,7 +250,7 @@ class RtpEndpoint:
         self._learning = None
         self._set_latched(source, "learnt")
         for held, arrival in zip(learning[1][:-1], learning[2][:-1], strict=True):
-            self._deliver(held, arrival)
+            self._deliver(held, arrival, _wire_size(held))
         return True
 
     def _set_latched(self, source: Addr, how: str) -> None:
@@ -258,13 +260,13 @@ class RtpEndpoint:
             self._metrics.rtp_latched.labels(how).inc()
         self._log.info("rtp_latched", source=f"{source[0]}:{source[1]}", how=how)
 
-    def _deliver(self, packet: RtpPacket, now: float) -> None:
+    def _deliver(self, packet: RtpPacket, now: float, size: int) -> None:
         self.last_received = now
         self.counters["received"] += 1
         # Hot path: counted in plain ints and added to the metrics by flush_metrics (the call does it about
         # once a second and at its end), since a prometheus_client inc() takes a lock each time.
         self._unflushed_packets += 1
-        self._unflushed_bytes += _wire_size(packet)
+        self._unflushed_bytes += size
         self._on_rtp(packet, now)
 
     def flush_metrics(self) -> None:

@@ -125,6 +125,26 @@ def test_echo_plays_back_pcma_as_pcma_with_continuous_numbering() -> None:
     assert best_correlation(pcm, echoed) > 0.99
 
 
+def test_echo_returns_the_received_bytes_exactly_and_re_encodes_only_after_a_loss() -> None:
+    # Every PCMU code word, including 0x7F (-0), which decodes to the same sample as 0xFF (+0): the echo sends
+    # the received frame back as is instead of a decode/encode round trip.
+    rig = Rig(params("PCMU", 0))
+    frames = [bytes((i * 160 + k) % 256 for k in range(160)) for i in range(30)]
+    for i, frame in enumerate(frames):
+        if i != 20:  # one packet lost: the frame after it is merged with the concealment
+            rig.deliver(rig.packet(frame, pt=0, marker=i == 0))
+        else:
+            rig.seq, rig.ts = rig.seq + 1, rig.ts + 160
+        rig.step()
+    rig.step(0.2)
+    out = [p.payload for p in rig.sent_rtp()]
+    first = out.index(frames[0])
+    echoed = out[first : first + 30]
+    assert echoed[:20] == frames[:20]
+    assert echoed[21] != frames[21]  # after the loss: the concealment fades into the received audio
+    assert echoed[22:] == frames[22:]
+
+
 def test_lost_packets_are_concealed_not_silenced() -> None:
     rig = Rig(params("PCMA", 8))
     pcm = speech_like(1.0)
