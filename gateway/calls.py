@@ -237,7 +237,7 @@ class CallManager:
         overloading"). Answers the INVITE and returns True when it is refused."""
         security = self.config.security
         now = self.ua.now()
-        if self.ua.load.overloaded(now):
+        if not self.ua.load.admit_invite(now):
             outcome = "overloaded"
         elif security.max_calls is not None and len(self.calls) >= security.max_calls:
             outcome = "max_calls"
