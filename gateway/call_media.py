@@ -187,6 +187,9 @@ class CallMedia:
             host, port, on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, metrics=metrics, log=self.log
         )
         self.params: NegotiatedAudio | None = None
+        # receiving/sending of the negotiated direction, kept as plain flags: the per-packet and per-tick
+        # paths test them (set in apply(), the only place params changes)
+        self._receiving = self._sending = False
         self.ssrc = self._rng.randrange(1, 0x100000000)
         self.cname = f"voicegw-{self.ssrc:08x}@{host}"
         self.stats = ReceiverStats(8000)
@@ -258,6 +261,8 @@ class CallMedia:
         if self._clock is not None:
             self._last_now = self._clock()
         self.params = params
+        self._receiving = params.direction in (Direction.SENDRECV, Direction.RECVONLY)
+        self._sending = params.direction in (Direction.SENDRECV, Direction.SENDONLY)
         self.endpoint.set_srtp(params.srtp)
         rtcp_addr = (params.remote_host, params.remote_rtcp_port) if params.remote_rtcp_port else None
         self.endpoint.set_remote((params.remote_host, params.remote_port), rtcp_addr)
@@ -302,11 +307,11 @@ class CallMedia:
 
     @property
     def receiving(self) -> bool:
-        return self.params is not None and self.params.direction in (Direction.SENDRECV, Direction.RECVONLY)
+        return self._receiving
 
     @property
     def sending(self) -> bool:
-        return self.params is not None and self.params.direction in (Direction.SENDRECV, Direction.SENDONLY)
+        return self._sending
 
     # -- receive path ------------------------------------------------------------------------------
 
@@ -314,7 +319,7 @@ class CallMedia:
         """One RTP packet from the latched peer."""
         self._last_now = now
         rx = self._rx
-        if not self.receiving or rx is None:
+        if not self._receiving or rx is None:
             self._ignore("not_receiving")
             return
         self.stats.update(packet, now)
@@ -510,7 +515,7 @@ class CallMedia:
         """The packet of this tick for the send phase; returns the audio it carries (None: nothing played).
         ``passthrough``: the received encoded frame that ``pcm`` decodes, which the echo sends back as is."""
         rtcp = self.rtcp
-        if self._dtmf_busy and self.sending and self.can_send_rfc4733:
+        if self._sending and self._dtmf_busy and self.can_send_rfc4733:
             # A digit replaces the audio of this tick; the assistant's audio waits (next_frame not called).
             assert self.playout is not None
             dtmf = self._dtmf_packet(rx, tick, self.playout.tick_time(tick))
@@ -526,9 +531,9 @@ class CallMedia:
             assert self.playout is not None
             pcm = conversation.next_frame(self.playout.tick_time(tick))
             passthrough = None
-            if not self.sending:
+            if not self._sending:
                 return None
-        elif not (self.echo and self.sending):
+        elif not (self.echo and self._sending):
             return None
         if pcm is None:
             rx.outbound.silence(tick)

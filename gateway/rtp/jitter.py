@@ -250,7 +250,8 @@ class JitterBuffer:
             return self._accept(packet, now)
         # Per packet: the unwrapped timestamp and the transit are computed once, for the discontinuity
         # check and for _accept (nothing changes the stream state in between).
-        start = self._unwrap(packet.timestamp)
+        ts_max = self._ts_max
+        start = ts_max + ((packet.timestamp - ts_max + _TS_HALF) & _TS_MASK) - _TS_HALF  # _unwrap, inlined
         transit = now - (start - self._origin) / self._clock
         if self._is_discontinuity(packet, transit):
             return self._probation(packet, now)
@@ -409,7 +410,12 @@ class JitterBuffer:
         if seq in self._seen:
             self._count.packets_duplicate += 1
             return PushResult.DUPLICATE
-        self._remember(seq)
+        # _remember(seq), inlined (per packet)
+        self._seen.add(seq)
+        order = self._seen_order
+        order.append(seq)
+        if len(order) > _SEEN_SEQS:
+            self._seen.discard(order.popleft())
         if ((seq - self._seq_max + 0x8000) & 0xFFFF) - 0x8000 > 0:  # seq_distance(seq, self._seq_max), inlined
             self._seq_max = seq
         if start is None or transit is None:
@@ -464,12 +470,6 @@ class JitterBuffer:
         if last.start + len(last.data) - segments[0].start > self._max_buffered:
             self._max_buffered = max(self._max_buffered, self._held())
         return PushResult.ACCEPTED
-
-    def _remember(self, seq: int) -> None:
-        self._seen.add(seq)
-        self._seen_order.append(seq)
-        if len(self._seen_order) > _SEEN_SEQS:
-            self._seen.discard(self._seen_order.popleft())
 
     def _window_start(self, now: float) -> int:
         """Earliest timestamp that can still be played."""

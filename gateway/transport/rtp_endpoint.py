@@ -225,7 +225,12 @@ class RtpEndpoint:
             return
         if latched is None and not self._latch(packet, source, now):
             return
-        self._deliver(packet, now, size)
+        # _deliver, inlined (per packet)
+        self.last_received = now
+        self.counters["received"] += 1
+        self._unflushed_packets += 1
+        self._unflushed_bytes += size
+        self._on_rtp(packet, now)
 
     def _latch(self, packet: RtpPacket, source: Addr, now: float) -> bool:
         """Decide on an unlatched source; True when ``packet`` is to be delivered now."""
