@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ from benchmarks.harness import (
     percentile,
     plot_cdf,
     plot_lines,
+    repeated_caveat,
     rss_bytes,
     scrape,
     sipp,
@@ -144,11 +146,39 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float =
     return step
 
 
+def median_step(runs: list[EchoStep]) -> EchoStep:
+    """One step's figures as the median over repeated runs (failed calls: the most of any run; calls up: the
+    fewest; errors: all of them; setup times pooled)."""
+
+    def med(values: list[float]) -> float:
+        finite = [v for v in values if not math.isnan(v)]
+        return statistics.median(finite) if finite else math.nan
+
+    return EchoStep(
+        calls=runs[0].calls,
+        up=min(s.up for s in runs),
+        failed=max(s.failed for s in runs),
+        cpu_core_pct=med([s.cpu_core_pct for s in runs]),
+        rss_mb=med([s.rss_mb for s in runs]),
+        setup_ms=[ms for s in runs for ms in s.setup_ms],
+        send_p50_ms=med([s.send_p50_ms for s in runs]),
+        send_p99_ms=med([s.send_p99_ms for s in runs]),
+        interval_p50_ms=med([s.interval_p50_ms for s in runs]),
+        interval_p99_ms=med([s.interval_p99_ms for s in runs]),
+        intervals=sum(s.intervals for s in runs),
+        rx_loss_pct=med([s.rx_loss_pct for s in runs]),
+        lag_p99_ms=med([s.lag_p99_ms for s in runs]),
+        error="; ".join(sorted({s.error for s in runs if s.error})),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--seconds", type=float, default=40.0, help="call length (the window is shorter)")
     parser.add_argument("--out", type=Path, default=RESULTS / "echo.md")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the whole ramp N times (fresh gateways) and report the median of each figure")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="also sample each step with py-spy for SECONDS after its CPU window and print the "
                              "folded table (raw files next to --out)")
@@ -158,15 +188,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         wav = speech_wav(work, SPEECH)
-        for calls in args.calls:
-            raw = args.out.with_name(f"{args.out.stem}_{calls}_pyspy.raw") if args.profile else None
-            step = run_step(calls, args.seconds, work, wav, args.profile, raw)
-            print(step.row(), flush=True)
-            if raw is not None and raw.exists():
-                total, shares = fold(raw)
-                print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares)}", flush=True)
-            steps.append(step)
+        for run in range(args.repeat):
+            for calls in args.calls:
+                raw = args.out.with_name(f"{args.out.stem}_{calls}_pyspy.raw") if args.profile else None
+                step = run_step(calls, args.seconds, work, wav, args.profile, raw)
+                print(f"run {run + 1}:", step.row(), flush=True)
+                if raw is not None and raw.exists():
+                    total, shares = fold(raw)
+                    print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares)}", flush=True)
+                steps.append(step)
     out: Path = args.out
+    runs = list(steps)
+    if args.repeat > 1:
+        steps = [median_step([s for s in runs if s.calls == calls]) for calls in args.calls]
     clean = [s for s in steps if s.failed == 0 and not s.error and s.up == s.calls]
     knee = max((s.calls for s in clean), default=None)
     plots = [
@@ -187,8 +221,15 @@ def main() -> None:
         "|departure interval - RTP timestamp interval| of consecutive packets of each stream), the quantity "
         "the goal names; loop lag is a histogram bucket bound (an upper bound)."
     )
-    write_result(out, title="Echo calls: concurrency ramp", sections=[markdown_table(HEADERS, [s.row() for s in steps]),
-                 notes], plots=plots)
+    sections = [markdown_table(HEADERS, [s.row() for s in steps])]
+    if args.repeat > 1:
+        sections.append(f"Every run (the table above takes the median of each column over these {args.repeat}; "
+                        "failed and status are the worst run's):")
+        sections.append(markdown_table(["run", *HEADERS], [[str(i // len(args.calls) + 1), *s.row()]
+                                                          for i, s in enumerate(runs)]))
+    sections.append(notes)
+    write_result(out, title="Echo calls: concurrency ramp", sections=sections, plots=plots,
+                 caveat=repeated_caveat(args.repeat) if args.repeat > 1 else None)
     print(out.read_text())
 
 

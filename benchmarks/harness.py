@@ -45,6 +45,14 @@ CAVEAT = (
     "is on the machine line. The issue's goals ask for medians of repeated runs: repeat before quoting."
 )
 
+
+def repeated_caveat(runs: int) -> str:
+    """The caveat of a result that repeats each step ``runs`` times (the issue asks for medians of repeats)."""
+    return (f"**Median of {runs} runs** per step (each run a fresh gateway, the runs interleaved step by step) on a "
+            "2-CPU machine with SIPp (the load) on the same cores; every run's row is below the medians, the "
+            "load average when the first started is on the machine line.")
+
+
 # ---------------------------------------------------------------------------------------------- statistics
 
 
@@ -347,13 +355,14 @@ def write_result(
     command: str | None = None,
     revision: str | None = None,
     machine: str | None = None,
+    caveat: str | None = None,
 ) -> Path:
     """``path``: a markdown file with the title, the single-run caveat, the exact command, the revision, the
     machine, then ``sections`` (tables and notes) and links to ``plots`` (relative to the file)."""
     parts = [
         f"# {title}",
         "",
-        CAVEAT,
+        caveat or CAVEAT,
         "",
         f"- command: `{command or command_line()}`",
         f"- revision: `{revision or git_head()}`",

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.bench_echo import EchoStep, median_step
 from benchmarks.bench_soak import Sample, growth
 from benchmarks.harness import (
     bucket_delta,
@@ -180,3 +181,14 @@ def test_rtp_port_range_reads_the_gateway_config(tmp_path: Path) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text("rtp: {port_min: 21000, port_max: 21399}\n")
     assert rtp_port_range(config) == (21000, 21399)
+
+
+def test_a_repeated_echo_step_reports_medians_and_the_worst_failures() -> None:
+    runs = [EchoStep(100, up=100, cpu_core_pct=30.0, send_p99_ms=2.0, setup_ms=[4.0]),
+            EchoStep(100, up=100, failed=2, cpu_core_pct=20.0, send_p99_ms=math.nan, setup_ms=[8.0]),
+            EchoStep(100, up=99, cpu_core_pct=25.0, send_p99_ms=3.0, error="SIPp did not finish in time")]
+    step = median_step(runs)
+    assert step.cpu_core_pct == 25.0 and step.cpu_per_call_pct == 0.25
+    assert step.send_p99_ms == 2.5  # a run without the figure does not count as zero
+    assert (step.failed, step.up, step.error) == (2, 99, "SIPp did not finish in time")  # the worst of the runs
+    assert sorted(step.setup_ms) == [4.0, 8.0]
