@@ -1,0 +1,171 @@
+"""Ended calls leave no Python objects behind (issue 7, the soak's RSS growth): SIPp places echo calls with
+real RTP (so every call builds a media endpoint, a jitter buffer, a dialog and its transactions) against an
+in-process gateway; once they are over and released, no ``Call``, ``CallMedia``, ``JitterBuffer``,
+``RtpEndpoint`` or ``Dialog`` is alive any more, and the per-call maps (live calls, dialogs, INVITE server
+transactions, the webhook dispatcher's and the call recorder's per-call state) are empty.
+
+Counted with ``gc`` after a full collection, not with RSS: the allocator keeps freed memory (see
+benchmarks/results/soak-memory.md), while a kept reference to an ended call is a leak whatever RSS says."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway, serve
+from gateway.call import Call
+from gateway.call_media import CallMedia
+from gateway.config import GatewayConfig
+from gateway.rtp.jitter import JitterBuffer
+from gateway.sip.dialog import Dialog
+from gateway.transport.rtp_endpoint import RtpEndpoint
+from tests.integration.harness import SIPP_DIR, free_port, free_rtp_range, run_sipp
+
+pytestmark = pytest.mark.integration
+
+CALLS = 12
+CALL_SECONDS = 1.5
+DEADLINE = 30.0
+PER_CALL = (Call, CallMedia, JitterBuffer, RtpEndpoint, Dialog)
+
+
+def _config() -> GatewayConfig:
+    port_min, port_max = free_rtp_range()
+    return GatewayConfig.model_validate(
+        {
+            "sip": {"listen": f"127.0.0.1:{free_port()}"},
+            "rtp": {"port_min": port_min, "port_max": port_max},
+            "http": {"listen": "127.0.0.1:0"},
+            "storage": {"path": ":memory:"},
+            "security": {"trusted_sources": ["127.0.0.0/8"]},
+            "numbers": [{"number": "echo", "echo": True}],
+            "log": {"level": "warning"},
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
+    ready: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(serve(config, ready=ready))
+    try:
+        async with asyncio.timeout(DEADLINE):
+            waiters: list[asyncio.Future[Any]] = [ready, server]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            server.result()  # raises why it stopped
+        yield ready.result()
+    finally:
+        if ready.done() and not ready.cancelled():
+            ready.result().request_stop(drain=False)
+        else:
+            server.cancel()
+        async with asyncio.timeout(DEADLINE):
+            await asyncio.gather(server, return_exceptions=True)
+
+
+def _tone_wav(directory: Path) -> Path:
+    if shutil.which("sox") is None:
+        pytest.fail("sox is not installed: `make install` installs it")
+    out = directory / "tone_ulaw.wav"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-e", "u-law", str(out), "synth", "1", "sine", "440"],
+                   check=True, capture_output=True)
+    return out
+
+
+def _echo_scenario(directory: Path) -> Path:
+    scenario = directory / "echo_call.xml"
+    scenario.write_text(
+        (SIPP_DIR / "echo_rtp_stream.xml").read_text().replace("{WAV}", str(_tone_wav(directory)))
+        .replace("{LOOPS}", "-1").replace("{PT}", "0").replace("{CODEC}", "PCMU")
+        .replace("{PAUSE_MS}", str(int(CALL_SECONDS * 1000)))
+    )
+    return scenario
+
+
+def _live() -> dict[str, int]:
+    """Instances of each per-call class alive now (after a full collection)."""
+    gc.collect()
+    counts = dict.fromkeys((cls.__name__ for cls in PER_CALL), 0)
+    for obj in gc.get_objects():
+        if isinstance(obj, PER_CALL):
+            counts[type(obj).__name__] += 1
+    return counts
+
+
+def _who_holds(objects: list[Any]) -> list[str]:
+    """For a failure message: the types of what still refers to each leaked object."""
+    return [f"{type(o).__name__} held by {sorted({type(r).__name__ for r in gc.get_referrers(o)})}"
+            for o in objects[:3]]
+
+
+class _Watcher:
+    """A call observer that only counts (it keeps no reference to a call)."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.released = 0
+        self.packets = 0
+
+    def call_status(self, call: Call, status: str) -> None:
+        if status == "in-progress":
+            self.answered += 1
+
+    def call_event(self, call: Call, event: object) -> None:
+        pass
+
+    def call_message(self, call: Call, message: dict[str, Any]) -> None:
+        pass
+
+    def call_released(self, call: Call) -> None:
+        self.released += 1
+        self.packets += call.media.endpoint.counters["received"]
+
+
+def test_ended_echo_calls_leave_no_call_media_or_jitter_buffer_alive(tmp_path: Path) -> None:
+    asyncio.run(_calls_then_count(_echo_scenario(tmp_path), tmp_path))
+
+
+async def _calls_then_count(scenario: Path, tmp_path: Path) -> None:
+    async with running_gateway(_config()) as gw:
+        watcher = _Watcher()
+        gw.calls.observers.append(watcher)
+        peak = dict.fromkeys((cls.__name__ for cls in PER_CALL), 0)
+        sipp = asyncio.create_task(asyncio.to_thread(
+            run_sipp,
+            ["-sf", str(scenario), f"127.0.0.1:{gw.ua.announced[1]}", "-s", "echo", "-i", "127.0.0.1",
+             "-m", str(CALLS), "-r", str(CALLS), "-l", str(CALLS), "-mp", str(free_port(also_tcp=False) & ~1),
+             "-trace_err"],
+            cwd=tmp_path, timeout=CALL_SECONDS + DEADLINE,
+        ))
+        while not sipp.done():
+            # the classes counted really are built per call (else the check below proves nothing)
+            peak = {name: max(peak[name], n) for name, n in _live().items()}
+            await asyncio.sleep(0.25)
+        result = await sipp
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        async with asyncio.timeout(DEADLINE):
+            while gw.calls.calls or watcher.released < CALLS:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the released calls' last tasks and callbacks run
+        assert watcher.answered == watcher.released == CALLS
+        assert watcher.packets >= CALLS * 10, "the calls carried no RTP"
+        assert all(n >= 1 for n in peak.values()), peak
+
+        live = _live()
+        leaked = [o for o in gc.get_objects() if isinstance(o, PER_CALL)]
+        assert live == dict.fromkeys(live, 0), (live, _who_holds(leaked))
+        assert gw.calls.calls == {}
+        assert gw.ua.dialog_count == 0
+        assert gw.ua._invite_servers == {}
+        assert gw.webhooks is not None and gw.webhooks.dispatcher._calls == {}
+        recorders = [o for o in gw.calls.observers if hasattr(o, "_extras")]
+        assert recorders and all(r._extras == {} for r in recorders)
