@@ -7,7 +7,10 @@ URL, the key goes in ``Authorization: Token <key>``, audio goes up as binary mes
 Deepgram's endpointing decided the utterance is over). Deepgram closes a stream that gets neither audio
 nor ``KeepAlive`` for 10 seconds, so a stream with no audio for ``keepalive_interval`` sends ``KeepAlive``.
 
-Telephone audio goes up as it came off the wire: ``mulaw``/``alaw``/``linear16`` at 8000 Hz, mono.
+Telephone audio goes up as it came off the wire: ``mulaw``/``alaw``/``linear16`` at 8000 Hz, mono. It goes
+up uncompressed even when the server negotiated ``permessage-deflate`` (the SDK's client always offers it):
+RFC 7692 section 6 lets an endpoint send a message uncompressed (RSV1 clear) under a negotiated extension,
+and deflating telephone audio saves little while costing more CPU than the rest of the stream.
 
 The SDK's websocket client takes its origin from ``DeepgramClientEnvironment.production``, so a
 ``base_url`` (the HTTP origin, ``http://host:port``) is honoured by mapping it to ``ws://host:port``.
@@ -32,6 +35,9 @@ from deepgram.listen.v1.types import (
     ListenV1UtteranceEnd,
 )
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame
 
 from gateway.observability.logging import get_logger
 from gateway.providers.base import AudioEncoding, ProviderError, ProviderErrorKind, SttOptions, Transcript
@@ -151,6 +157,30 @@ class DeepgramStt:
                               send_timeout=self.send_timeout, close_timeout=self.close_timeout, log=self._log)
 
 
+class _SendUncompressed(Extension):
+    """A negotiated extension (``permessage-deflate``) that decodes what the server sends and leaves what we
+    send as it is: RFC 7692 section 6, "An endpoint ... MAY send a message uncompressed", i.e. with RSV1 clear.
+    The compressor's context is never touched, so the server's decompressor stays in step."""
+
+    def __init__(self, inner: Extension) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        return self.inner.decode(frame, max_size=max_size)
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+
+def _send_uncompressed(socket: object) -> None:
+    """Wrap the websocket's negotiated ``permessage-deflate`` so that sent messages skip it (see module doc)."""
+    websocket = getattr(socket, "_websocket", None)
+    extensions = getattr(websocket, "extensions", None)
+    if isinstance(extensions, list):
+        extensions[:] = [_SendUncompressed(e) if isinstance(e, PerMessageDeflate) else e for e in extensions]
+
+
 class DeepgramStream:
     """One open ``/v1/listen`` websocket. ``results()`` is meant to be iterated by one task for the
     stream's life; it also sends ``KeepAlive`` when no audio went up for ``keepalive_interval``."""
@@ -158,6 +188,7 @@ class DeepgramStream:
     def __init__(self, socket: AsyncV1SocketClient, stack: contextlib.AsyncExitStack, *, language: str,
                  keepalive_interval: float, send_timeout: float, close_timeout: float, log: Any) -> None:
         self._socket = socket
+        _send_uncompressed(socket)
         self._stack = stack
         self._language = language
         self._keepalive_interval = keepalive_interval
