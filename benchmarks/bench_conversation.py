@@ -17,6 +17,7 @@ Figures, from the gateway's own log lines:
   first voiced packet, VAD included) to the last assistant packet sent (stopSpeakingPlan voiceSeconds 0).
 
 Usage: .venv/bin/python benchmarks/bench_conversation.py [--calls 10 40] [--seconds 30] [--out FILE]
+       [--profile SECONDS]   (py-spy samples each step after its CPU window; raw files next to --out)
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from benchmarks.harness import (
     speech_wav,
     write_result,
 )
+from benchmarks.pyspy import fold, record
+from benchmarks.pyspy import markdown as profile_table
 
 SENTENCE = "I would like to book an appointment for tomorrow morning please"
 
@@ -80,14 +83,17 @@ def _values(lines: list[dict[str, object]], key: str) -> list[float]:
     return out
 
 
-def run_step(calls: int, seconds: float, work: Path, wav: Path) -> dict[str, object]:
+def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float = 0.0,
+             profile_out: Path | None = None) -> dict[str, object]:
+    """One fresh gateway with ``calls`` conversational calls; with ``profile`` > 0, ``profile`` seconds of
+    py-spy sampling after the CPU window (so that it costs the gateway nothing inside it)."""
     from tests.helpers.fake_vendors import fake_vendors
 
     row: dict[str, object] = {"calls": calls, "error": ""}
     try:
         with fake_vendors(transcripts=[], openai_script=None) as vendors:
             vendors.deepgram.default_transcript = "I would like to book an appointment for tomorrow morning."
-            scenario = echo_scenario(work, wav, seconds, name=f"conv_{calls}")
+            scenario = echo_scenario(work, wav, seconds + profile, name=f"conv_{calls}")
             with gateway(work, CONFIG + vendors.providers_yaml(), name=f"conv{calls}",
                          rtp_ports=max(200, 2 * calls + 100)) as gw:
                 with sipp(scenario, gw, work, service="+15550001111", calls=calls, rate=RATE,
@@ -97,7 +103,9 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path) -> dict[str, obj
                     cpu.start()
                     time.sleep(max(1.0, seconds - calls / RATE - 3.0))
                     cpu.stop()
-                    if run.wait(seconds + 90) is None:
+                    if profile > 0 and profile_out is not None:
+                        record(gw.proc.pid, profile, profile_out)
+                    if run.wait(seconds + profile + 90) is None:
                         row["error"] = "SIPp did not finish in time"
                     row["failed"] = run.failed()
                     row["setup_ms"] = run.setup_times_ms()
@@ -123,6 +131,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 40])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "conversation.md")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help="also sample each step with py-spy for SECONDS after its CPU window and print the "
+                             "folded table (raw files next to --out)")
     args = parser.parse_args()
     install_signal_handlers()
     rows = []
@@ -130,8 +141,12 @@ def main() -> None:
         work = Path(tmp)
         wav = speech_wav(work, SENTENCE, name="turn", pad=(1, 3))
         for calls in args.calls:
-            row = run_step(calls, args.seconds, work, wav)
+            raw = args.out.with_name(f"{args.out.stem}_{calls}_pyspy.raw") if args.profile else None
+            row = run_step(calls, args.seconds, work, wav, args.profile, raw)
             print({k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
+            if raw is not None and raw.exists():
+                total, shares = fold(raw)
+                print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares, 40)}", flush=True)
             rows.append(row)
     summary = markdown_table(
         ["calls", "up", "failed", "turns", "added p50 ms", "added p95 ms", "endpoint->voice p50 ms",

@@ -18,6 +18,11 @@ Stages and who drives them::
 
 Faults (each counted in ``voicegw_provider_errors{provider,kind}`` and logged as ``provider_error``):
 
+- Caller audio goes to STT in chunks of ``stt_chunk_frames`` frames (default 5 = 100 ms, the upper end of
+  what Deepgram recommends per message): one websocket message and one wake-up of the STT task per chunk
+  instead of per 20 ms frame. The chunk being gathered is sent at once when the VAD reports the end of
+  speech, before ``finalize()``, so endpointing waits for no buffered audio.
+
 - STT: a dropped stream is reconnected with back-off (``STT_RECONNECTS`` attempts in a row); caller audio
   of the gap waits in the bounded STT queue (``STT_QUEUE_FRAMES``, the latest 2 s) and is sent to the new
   stream, older frames are dropped and counted (``voicegw_pipeline_frames_dropped{reason="stt_queue_full"}``).
@@ -78,6 +83,7 @@ __all__ = ["ConversationSession", "Providers", "ToolOutcome", "ToolRunner"]
 T = TypeVar("T")
 
 STT_QUEUE_FRAMES = 100  # 2 s of caller audio may wait for a (re)connecting STT; older frames are dropped
+STT_CHUNK_FRAMES = 5  # 100 ms of caller audio per STT message
 STT_RECONNECTS = 3
 ULAW_SILENCE = b"\xff" * 160
 ALAW_SILENCE = b"\xd5" * 160
@@ -121,6 +127,7 @@ class ConversationSession:
         encoding: str = "linear16",
         log: Any = None,
         rng: random.Random | None = None,
+        stt_chunk_frames: int = STT_CHUNK_FRAMES,
     ) -> None:
         self.settings = settings
         self.providers = providers
@@ -135,7 +142,13 @@ class ConversationSession:
         self.history: list[ChatMessage] = list(settings.messages)
         stt_encoding = encoding if providers.stt.accepts(encoding) else "linear16"  # type: ignore[arg-type]
         self._stt_encoding = stt_encoding
-        self._stt_queue: asyncio.Queue[bytes] = asyncio.Queue(STT_QUEUE_FRAMES)
+        if stt_chunk_frames < 1:
+            raise ValueError(f"stt_chunk_frames must be at least 1, not {stt_chunk_frames!r}")
+        self._stt_chunk_frames = stt_chunk_frames
+        self._stt_chunk = bytearray()  # frames of the chunk being gathered
+        self._stt_chunk_count = 0
+        # Chunks waiting for the STT stream; the bound is the same 2 s of audio whatever the chunk size.
+        self._stt_queue: asyncio.Queue[bytes] = asyncio.Queue(max(1, STT_QUEUE_FRAMES // stt_chunk_frames))
         self._stt: SttStream | None = None
         self._stt_ready = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
@@ -230,6 +243,7 @@ class ConversationSession:
                     self._emit(SpeechUpdate(role="user", status="stopped"))
                     stt = self._stt
                     if stt is not None and self._tasks is not None:
+                        self._flush_stt_chunk()  # the speech's last audio goes up before the Finalize
                         self._tasks.create_task(self._finalize(stt))
             turn.on_vad(event, now)
         turn.on_voice(now, self.vad.voiced_seconds)
@@ -248,10 +262,24 @@ class ConversationSession:
             data = encoded
         else:
             data = audioop.lin2ulaw(pcm, 2) if stt == "mulaw" else audioop.lin2alaw(pcm, 2)
+        self._stt_chunk += data
+        self._stt_chunk_count += 1
+        if self._stt_chunk_count >= self._stt_chunk_frames:
+            self._flush_stt_chunk()
+
+    def _flush_stt_chunk(self) -> None:
+        """The gathered frames, as one message, into the STT queue (the oldest chunk dropped when full)."""
+        count = self._stt_chunk_count
+        if not count:
+            return
+        data = bytes(self._stt_chunk)
+        self._stt_chunk.clear()
+        self._stt_chunk_count = 0
         q = self._stt_queue
         if q.full():
-            q.get_nowait()
-            self.metrics.pipeline_frames_dropped.labels("stt_queue_full").inc()
+            dropped = q.get_nowait()
+            frame = 160 if self._stt_encoding != "linear16" else 320
+            self.metrics.pipeline_frames_dropped.labels("stt_queue_full").inc(max(1, len(dropped) // frame))
         q.put_nowait(data)
 
     def next_frame(self, now: float) -> bytes | None:

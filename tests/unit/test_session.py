@@ -363,12 +363,13 @@ def test_stt_keeps_its_encoding_across_a_codec_change() -> None:
 
     async def go() -> list[bytes]:
         session = ConversationSession(settings(), Providers(stt=MulawStt(), llm=ScriptedLlm(), tts=[ToneTts()]),
-                                      on_event=lambda e: None, metrics=Metrics(), encoding="mulaw")
+                                      on_event=lambda e: None, metrics=Metrics(), encoding="mulaw",
+                                      stt_chunk_frames=1)
         pcm = bytes(range(256)) + bytes(64)
         session.on_tick(audioop.lin2ulaw(pcm, 2), "mulaw", pcm, 0.0)
         session.on_tick(audioop.lin2alaw(pcm, 2), "alaw", pcm, 0.02)
         session.on_tick(None, "mulaw", None, 0.04)
-        return [session._stt_queue.get_nowait() for _ in range(3)]
+        return [session._stt_queue.get_nowait() for _ in range(3)]  # one frame per message
 
     pcm = bytes(range(256)) + bytes(64)
     same, changed, missing = asyncio.run(go())
