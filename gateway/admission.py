@@ -158,6 +158,7 @@ class AdmissionPolicy:
         self._scanners = tuple(p.lower() for p in scanner_user_agents if p)
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self._bans: OrderedDict[str, float] = OrderedDict()  # address -> banned until
+        self._trusted_seen: dict[str, bool] = {}  # is_trusted per address: no ip_address() per request
 
     @classmethod
     def from_config(cls, security: SecurityConfig, trunk_hosts: Iterable[str] = ()) -> AdmissionPolicy:
@@ -178,12 +179,21 @@ class AdmissionPolicy:
                 self._trusted.append(ipaddress.ip_network(address.strip("[]"), strict=False))
             except ValueError:
                 continue
+        self._trusted_seen.clear()
 
     @property
     def has_trusted(self) -> bool:
         return bool(self._trusted)
 
     def is_trusted(self, address: str) -> bool:
+        seen = self._trusted_seen.get(address)
+        if seen is None:
+            if len(self._trusted_seen) >= self.limits.max_sources:
+                self._trusted_seen.clear()
+            seen = self._trusted_seen[address] = self._match_trusted(address)
+        return seen
+
+    def _match_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -72,7 +72,18 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# The lookup key of every known name as code spells it (canonical, lower case, compact): no lower() per lookup.
+_KEY_OF: dict[str, str] = {
+    **{name: name.lower() for name in _KNOWN_NAMES},
+    **{name.lower(): name.lower() for name in _KNOWN_NAMES},
+    **{compact: full.lower() for compact, full in _COMPACT.items()},
+}
+
+
 def _key(name: str) -> str:
+    key = _KEY_OF.get(name)
+    if key is not None:
+        return key
     lower = name.lower()
     canon = _CANONICAL.get(lower)
     return lower if canon is None else canon.lower()

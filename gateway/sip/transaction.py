@@ -403,8 +403,9 @@ class TransactionLayer:
         # IP address that differs from the packet source address, the server MUST add a "received"
         # parameter"; RFC 3581: with rport, "the server MUST insert a "received" parameter ... even if it is
         # identical to the value of the "sent-by" component".
-        host_ip, source_ip = _ip(via.host), _ip(source[0])
-        if (asked_rport or host_ip is None or host_ip != source_ip) and via.received != source[0]:
+        # A source address is an IP literal: a sent-by spelled the same is that address (no parse needed).
+        differs = via.host != source[0] and (_ip(via.host) is None or _ip(via.host) != _ip(source[0]))
+        if (asked_rport or differs) and via.received != source[0]:
             via.params["received"] = source[0]
             changed = True
         if changed:
