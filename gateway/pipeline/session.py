@@ -18,10 +18,12 @@ Stages and who drives them::
 
 Faults (each counted in ``voicegw_provider_errors{provider,kind}`` and logged as ``provider_error``):
 
-- Caller audio goes to STT in chunks of ``stt_chunk_frames`` frames (default 5 = 100 ms, the upper end of
-  what Deepgram recommends per message): one websocket message and one wake-up of the STT task per chunk
-  instead of per 20 ms frame. The chunk being gathered is sent at once when the VAD reports the end of
-  speech, before ``finalize()``, so endpointing waits for no buffered audio.
+- Caller audio goes to STT in chunks: ``stt_chunk_frames`` frames (default 5 = 100 ms, within what Deepgram
+  recommends per message) while the VAD hears no speech, ``stt_speech_chunk_frames`` (default 2 = 40 ms)
+  during a speech run and its 0.3 s hangover, where the recognizer's interims and its own endpointing on the
+  trailing silence are waited for: one websocket message and one wake-up of the STT task per chunk instead
+  of per 20 ms frame. The chunk being gathered is sent at once when the VAD reports the end of speech,
+  before ``finalize()``, so endpointing waits for no buffered audio.
 
 - STT: a dropped stream is reconnected with back-off (``STT_RECONNECTS`` attempts in a row); caller audio
   of the gap waits in the bounded STT queue (``STT_QUEUE_FRAMES``, the latest 2 s) and is sent to the new
@@ -83,7 +85,8 @@ __all__ = ["ConversationSession", "Providers", "ToolOutcome", "ToolRunner"]
 T = TypeVar("T")
 
 STT_QUEUE_FRAMES = 100  # 2 s of caller audio may wait for a (re)connecting STT; older frames are dropped
-STT_CHUNK_FRAMES = 5  # 100 ms of caller audio per STT message
+STT_CHUNK_FRAMES = 5  # 100 ms of caller audio per STT message while nobody speaks
+STT_SPEECH_CHUNK_FRAMES = 2  # 40 ms per message during speech (interims, the recognizer's endpointing)
 STT_RECONNECTS = 3
 ULAW_SILENCE = b"\xff" * 160
 ALAW_SILENCE = b"\xd5" * 160
@@ -128,6 +131,7 @@ class ConversationSession:
         log: Any = None,
         rng: random.Random | None = None,
         stt_chunk_frames: int = STT_CHUNK_FRAMES,
+        stt_speech_chunk_frames: int = STT_SPEECH_CHUNK_FRAMES,
     ) -> None:
         self.settings = settings
         self.providers = providers
@@ -142,9 +146,10 @@ class ConversationSession:
         self.history: list[ChatMessage] = list(settings.messages)
         stt_encoding = encoding if providers.stt.accepts(encoding) else "linear16"  # type: ignore[arg-type]
         self._stt_encoding = stt_encoding
-        if stt_chunk_frames < 1:
-            raise ValueError(f"stt_chunk_frames must be at least 1, not {stt_chunk_frames!r}")
+        if min(stt_chunk_frames, stt_speech_chunk_frames) < 1:
+            raise ValueError("STT chunks are at least one frame")
         self._stt_chunk_frames = stt_chunk_frames
+        self._stt_speech_chunk_frames = min(stt_speech_chunk_frames, stt_chunk_frames)
         self._stt_chunk = bytearray()  # frames of the chunk being gathered
         self._stt_chunk_count = 0
         # Chunks waiting for the STT stream; the bound is the same 2 s of audio whatever the chunk size.
@@ -264,7 +269,8 @@ class ConversationSession:
             data = audioop.lin2ulaw(pcm, 2) if stt == "mulaw" else audioop.lin2alaw(pcm, 2)
         self._stt_chunk += data
         self._stt_chunk_count += 1
-        if self._stt_chunk_count >= self._stt_chunk_frames:
+        limit = self._stt_speech_chunk_frames if self.vad.speaking else self._stt_chunk_frames
+        if self._stt_chunk_count >= limit:
             self._flush_stt_chunk()
 
     def _flush_stt_chunk(self) -> None:
