@@ -3,7 +3,9 @@ event log (what ``GET /call``, ``GET /call/{id}/logs`` and ``voicegw logs calls`
 
 Tables are prefixed ``store_`` (the webhook outbox shares the file). Every statement runs on one worker
 thread that owns the connection, so the event loop never waits on the disk: writes from call observers are
-queued (fire and forget, in order), reads are awaited. Assistants are also kept in memory, because
+queued (fire and forget, in order) and the worker commits whatever has queued up in one transaction (a group
+commit: at 150 call setups a second, one autocommitted statement per status change and event was a quarter of
+the gateway's CPU), reads are awaited and see every write queued before them. Assistants are also kept in memory, because
 ``CallManager.assistant_for`` looks them up synchronously on the loop (:meth:`Store.get_assistant`).
 
 Times are integer microseconds since the Unix epoch: the API's cursors (``createdAtLt`` with the last
@@ -19,8 +21,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,6 +194,8 @@ class Store:
         self._max_pending = max_pending_writes
         self._pending = 0  # queued writes; the worker thread decrements it
         self._pending_lock = threading.Lock()
+        self._writes: deque[tuple[str, Callable[[], None]]] = deque()  # queued, not yet on the worker
+        self._drain_scheduled = False  # a _drain job is on the worker's queue and has not started
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._assistants: dict[str, AssistantRecord] = {}
@@ -264,15 +269,40 @@ class Store:
                 self.log.warning("store_write_dropped", what=what, pending=self._pending)
                 return
             self._pending += 1
-        future = self._executor.submit(fn)
-        future.add_done_callback(lambda f: self._written(what, f))
+            self._writes.append((what, fn))
+            if self._drain_scheduled:
+                return  # the job already queued takes this write too
+            self._drain_scheduled = True
+        self._executor.submit(self._drain)
 
-    def _written(self, what: str, future: Future[None]) -> None:
+    def _drain(self) -> None:
+        """On the worker: every write queued so far, in order, in one transaction. The worker runs jobs in
+        order, so a read queued after a write runs after the _drain that holds it."""
         with self._pending_lock:
-            self._pending -= 1
-        exc = future.exception()
-        if exc is not None:
-            self.log.error("store_write_failed", what=what, error=repr(exc))
+            self._drain_scheduled = False  # a write queued from now on schedules the next _drain
+            batch = list(self._writes)
+            self._writes.clear()
+        if not batch:
+            return
+        failed: list[tuple[str, BaseException]] = []
+        try:
+            db = self.db
+            db.execute("BEGIN")
+            for what, fn in batch:
+                try:
+                    fn()
+                except Exception as exc:  # one bad write does not cost the others theirs
+                    failed.append((what, exc))
+            db.execute("COMMIT")
+        except Exception as error:
+            if self._db is not None and self._db.in_transaction:
+                self._db.rollback()
+            failed = [(what, error) for what, _ in batch]
+        finally:
+            with self._pending_lock:
+                self._pending -= len(batch)
+        for what, problem in failed:
+            self.log.error("store_write_failed", what=what, error=repr(problem))
 
     @property
     def db(self) -> sqlite3.Connection:

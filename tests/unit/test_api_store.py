@@ -96,6 +96,37 @@ def test_event_log_writes_beyond_the_bound_are_dropped_but_records_are_not() -> 
     asyncio.run(go())
 
 
+def test_queued_writes_commit_together_in_order_and_a_bad_one_costs_only_itself(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = Store(str(tmp_path / "gw.sqlite3"))
+        await store.open()
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        for n in range(200):  # queued from the loop faster than the worker commits them
+            store.save_call(record(n, created_ms=n, status="queued"))
+            store.append_event(f"call-{n}", "status-update", {"n": n})
+        store.save_call(record(7, created_ms=7, status="ended"))  # the last write of a record wins
+        store.append_event("call-1", "bad", {"not json": {1, 2}})  # json.dumps(default=str) copes...
+        store._submit("call_event", lambda: store.db.execute("INSERT INTO no_such_table VALUES (1)"))
+        store.append_event("call-1", "after", {"still": "written"})
+        await store.flush()
+        # group commits: a few transactions, every write inside one (not an autocommit per statement)
+        begins = [i for i, sql in enumerate(statements) if sql == "BEGIN"]
+        assert 0 < len(begins) < 20 and statements.count("COMMIT") == len(begins), statements[:5]
+        assert all(sql in ("BEGIN", "COMMIT") or any(b < i for b in begins) for i, sql in enumerate(statements))
+        assert len(await store.list_calls(CallQuery(limit=1000))) == 200
+        assert (await store.get_call("call-7"))["status"] == "ended"
+        assert [e["type"] for e in await store.call_events("call-1")] == ["status-update", "bad", "after"]
+        assert store._pending == 0
+        await store.close()
+        reopened = Store(str(tmp_path / "gw.sqlite3"))
+        await reopened.open()
+        assert (await reopened.get_call("call-199"))["status"] == "queued"
+        await reopened.close()
+
+    asyncio.run(go())
+
+
 async def _open_close(path: str) -> None:
     store = Store(path)
     await store.open()
