@@ -194,7 +194,8 @@ class Store:
         self._max_pending = max_pending_writes
         self._pending = 0  # queued writes; the worker thread decrements it
         self._pending_lock = threading.Lock()
-        self._writes: deque[tuple[str, Callable[[], None]]] = deque()  # queued, not yet on the worker
+        # queued, not yet on the worker: (what, write, key); of writes with the same key only the last one runs
+        self._writes: deque[tuple[str, Callable[[], None], str | None]] = deque()
         self._drain_scheduled = False  # a _drain job is on the worker's queue and has not started
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -259,7 +260,7 @@ class Store:
             raise StoreError("the store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _submit(self, what: str, fn: Callable[[], None], *, droppable: bool = False) -> None:
+    def _submit(self, what: str, fn: Callable[[], None], *, droppable: bool = False, key: str | None = None) -> None:
         """Queue a write without waiting; failures are logged (the caller is a call observer)."""
         if self._executor is None:
             self.log.warning("store_write_after_close", what=what)
@@ -269,7 +270,7 @@ class Store:
                 self.log.warning("store_write_dropped", what=what, pending=self._pending)
                 return
             self._pending += 1
-            self._writes.append((what, fn))
+            self._writes.append((what, fn, key))
             if self._drain_scheduled:
                 return  # the job already queued takes this write too
             self._drain_scheduled = True
@@ -285,10 +286,15 @@ class Store:
         if not batch:
             return
         failed: list[tuple[str, BaseException]] = []
+        # a record saved several times in the batch (a short call's queued, ringing, in-progress, ended) is
+        # written once, as it was last saved
+        last = {key: i for i, (_, _, key) in enumerate(batch) if key is not None}
         try:
             db = self.db
             db.execute("BEGIN")
-            for what, fn in batch:
+            for i, (what, fn, key) in enumerate(batch):
+                if key is not None and last[key] != i:
+                    continue
                 try:
                     fn()
                 except Exception as exc:  # one bad write does not cost the others theirs
@@ -297,7 +303,7 @@ class Store:
         except Exception as error:
             if self._db is not None and self._db.in_transaction:
                 self._db.rollback()
-            failed = [(what, error) for what, _ in batch]
+            failed = [(what, error) for what, _, _ in batch]
         finally:
             with self._pending_lock:
                 self._pending -= len(batch)
@@ -367,7 +373,7 @@ class Store:
         created, updated, status, assistant_id, phone = _call_columns(record)
         text = json.dumps(record, default=str)
         row = (record["id"], created, updated, status, assistant_id, phone, text)
-        self._submit("call", lambda: self._put_call(row))
+        self._submit("call", lambda: self._put_call(row), key=f"call:{row[0]}")
 
     def _put_call(self, row: tuple[Any, ...]) -> None:
         self.db.execute("INSERT OR REPLACE INTO store_calls VALUES (?, ?, ?, ?, ?, ?, ?)", row)
