@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -34,6 +35,10 @@ from gateway.webhooks import Webhooks
 
 DRAIN_GRACE_SECONDS = 30.0
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Allocations between two young-generation collections (CPython default 700): a call set-up allocates
+# thousands of short-lived objects, and every young collection that runs adds to the count that triggers a
+# full one (which walks every live SIP transaction held for Timer J).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def ephemeral_overlap(port_min: int, port_max: int, source: Path = EPHEMERAL_PORTS) -> tuple[int, int] | None:
@@ -118,6 +123,12 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         api_task = tasks.create_task(api.serve())
         tasks.create_task(webhooks.run())
         loop_probe = tasks.create_task(monitor_event_loop(metrics, clock=ua.now, on_lag=ua.on_loop_probe))
+        # What start-up built (modules, config, schemas, SDK clients) lives as long as the process: moved out of
+        # the collector's reach, so that a full collection walks only what calls allocated (one walked every
+        # object and stalled the loop up to 0.3 s at 200 setups/s).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         log.info(
             "gateway_started",
             sip=f"{addr[0]}:{addr[1]}",
