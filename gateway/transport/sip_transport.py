@@ -4,6 +4,12 @@ Datagrams are handed up whole (the parser frames them by Content-Length, §18.3)
 :class:`gateway.sip.parser.StreamFramer` and each connection is remembered by its peer address so responses and
 in-dialog requests reuse it (§18.2.2). Outbound TCP connects on demand.
 
+UDP datagrams are handled in turns of at most ``DRAIN_BUDGET`` seconds: the event loop hands a burst of them
+over at once (up to 32 per socket wake-up), and handling each one (an INVITE builds a call) takes up to a few
+milliseconds, so handling a burst in one go held every call's 20 ms playout timer back by tens of milliseconds.
+They wait in a bounded inbox (``INBOX_LIMIT_BYTES``, counted with the kernel's queue by
+:meth:`SipTransport.receive_backlog`) and the loop runs its timers between turns.
+
 TLS is framed like TCP. An inbound connection is accepted as plain TCP and upgraded by a handshake we
 drive ourselves, so a failed handshake (a plain-TCP or garbage client, an untrusted certificate) is
 reported with the peer and the reason, and the connection is closed. Outbound TLS verifies the peer's
@@ -17,6 +23,8 @@ import socket
 import ssl
 import struct
 import sys
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,6 +45,8 @@ _TLS_HANDSHAKE_TIMEOUT = 10.0
 _SO_MEMINFO = 55
 _SK_MEMINFO_VARS = 9
 _SK_MEMINFO_DROPS = 8
+DRAIN_BUDGET = 0.002  # seconds of datagram handling per loop turn (then timers and other sockets run)
+INBOX_LIMIT_BYTES = 256 * 1024  # datagrams received, not yet handled; beyond it they are dropped like the kernel's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,11 +151,16 @@ class SipTransport:
         self._tls_peers: dict[Addr, tuple[str, bool]] = {}
         self.local_addr: Addr | None = None
         self.tls_addr: Addr | None = None
+        self._inbox: deque[tuple[bytes, Addr]] = deque()
+        self._inbox_bytes = 0
+        self._inbox_drops = 0
+        self._draining = False
+        self._closed = False
 
     async def start(self, host: str, port: int) -> Addr:
         loop = asyncio.get_running_loop()
         udp_transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self._on_receive), local_addr=(host, port)
+            lambda: _UdpProtocol(self._enqueue), local_addr=(host, port)
         )
         self._udp = protocol
         sockname = udp_transport.get_extra_info("sockname")
@@ -214,10 +229,42 @@ class SipTransport:
         self._pending_tcp[(kind, destination)] = [data]
         self._tasks.create_task(self._connect(destination, kind))
 
+    def _enqueue(self, data: bytes, source: Addr, kind: str) -> None:
+        """A datagram from the socket: queued for the next turn (see the module doc)."""
+        if self._inbox_bytes + len(data) > INBOX_LIMIT_BYTES:
+            self._inbox_drops += 1
+            return
+        self._inbox.append((data, source))
+        self._inbox_bytes += len(data)
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        inbox = self._inbox
+        deadline = time.perf_counter() + DRAIN_BUDGET
+        try:
+            while inbox and not self._closed:
+                data, source = inbox.popleft()
+                self._inbox_bytes -= len(data)
+                try:
+                    self._on_receive(data, source, "udp")
+                except Exception as exc:  # one bad datagram must not stall the ones behind it
+                    asyncio.get_running_loop().call_exception_handler(
+                        {"message": "handling a SIP datagram failed", "exception": exc}
+                    )
+                if time.perf_counter() >= deadline:
+                    break
+        finally:
+            if inbox and not self._closed:
+                asyncio.get_running_loop().call_soon(self._drain_inbox)
+            else:
+                self._draining = False
+
     def receive_backlog(self) -> ReceiveBacklog | None:
-        """The UDP socket's kernel receive queue: bytes queued, the buffer's size and the datagrams the kernel
-        dropped for lack of room since the socket opened (Linux ``SO_MEMINFO``: one getsockopt, no scan).
-        None before start, or where the platform does not tell."""
+        """The UDP receive queue: bytes queued in the kernel's socket buffer (Linux ``SO_MEMINFO``: one
+        getsockopt, no scan) and in our inbox, the two buffers' sizes, and the datagrams either dropped for lack
+        of room since the socket opened. None before start, or where the platform does not tell."""
         if not sys.platform.startswith("linux") or self._udp is None or self._udp.transport is None:
             return None
         sock = self._udp.transport.get_extra_info("socket")
@@ -231,7 +278,8 @@ class SipTransport:
         if len(values) < 2:
             return None
         drops = values[_SK_MEMINFO_DROPS] if len(values) > _SK_MEMINFO_DROPS else 0
-        return ReceiveBacklog(queued=values[0], capacity=values[1], drops=drops)
+        return ReceiveBacklog(queued=values[0] + self._inbox_bytes, capacity=values[1] + INBOX_LIMIT_BYTES,
+                              drops=drops + self._inbox_drops)
 
     async def _connect(self, destination: Addr, kind: str = "tcp") -> None:
         loop = asyncio.get_running_loop()
@@ -259,6 +307,9 @@ class SipTransport:
                 conn.send(data)
 
     async def close(self) -> None:
+        self._closed = True
+        self._inbox.clear()
+        self._inbox_bytes = 0
         if self._tcp_server is not None:
             self._tcp_server.close()
         if self._tls_server is not None:
