@@ -347,7 +347,7 @@ class OverloadLimits:
     lag_window: int = 10
     lag_late_samples: int = 5
     # playout: a send phase this late (or a tick after skipped ones) in this share of the last playout_window ticks
-    playout_late: float = 0.01
+    playout_late: float = 0.02
     playout_late_share: float = 0.5
     playout_window: int = 50
     # SIP: the UDP receive queue this full (or a datagram dropped by the kernel) in most of the last probes

@@ -402,7 +402,7 @@ class SecurityConfig(_Model):
         "5 of the last 10 probes (100 ms apart) see it"
     )
     overload_playout_late_seconds: float = Field(
-        0.01, ge=0, description="a playout tick whose packets leave this late behind the 20 ms grid is late; "
+        0.02, ge=0, description="a playout tick whose packets leave this late behind the 20 ms grid is late; "
         "overload_playout_late_share of the last 50 ticks late (or after skipped ticks) sheds new INVITEs"
     )
     overload_playout_late_share: float = Field(

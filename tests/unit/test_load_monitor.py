@@ -37,7 +37,7 @@ def feed_ticks(m: LoadMonitor, start: float, lateness: list[float]) -> tuple[flo
 def test_defaults_come_from_the_security_config() -> None:
     limits = OverloadLimits.from_config(SecurityConfig())
     assert (limits.lag_threshold, limits.hold) == (0.1, 5.0)
-    assert (limits.playout_late, limits.playout_late_share, limits.playout_window) == (0.01, 0.5, 50)
+    assert (limits.playout_late, limits.playout_late_share, limits.playout_window) == (0.02, 0.5, 50)
     assert limits.sip_backlog_fill == 0.5
     tuned = OverloadLimits.from_config(SecurityConfig(overload_playout_late_seconds=0.005,
                                                       overload_playout_late_share=0.2,
@@ -247,8 +247,8 @@ def test_scheduler_feeding_a_monitor_sheds_when_every_tick_runs_late() -> None:
         loop.run_next()
         loop.run_next()
     assert started == [] and not m.overloaded(loop.now)
-    for _ in range(25):  # every send phase 15 ms late
+    for _ in range(25):  # every send phase 25 ms late
         loop.run_next()
-        loop.run_next(late=0.015)
+        loop.run_next(late=0.025)
     assert [e.signal for e in started] == [OverloadSignal.PLAYOUT_LATENESS]
     assert m.overloaded(loop.now)
