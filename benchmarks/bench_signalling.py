@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from benchmarks.harness import (
     percentile,
     plot_cdf,
     plot_lines,
+    repeated_caveat,
     scrape,
     sipp,
     write_result,
@@ -41,6 +43,8 @@ from tests.integration.harness import SIPP_DIR
 
 SCENARIO = SIPP_DIR / "uac_signalling_only.xml"
 OVERLOAD_SIGNALS = ("event_loop_lag", "playout_lateness", "sip_backlog")
+HEADERS = ["offered cps", "achieved cps", "ok calls", "failed", "shed 503 (signal)", "setup p50 ms", "setup p95 ms",
+           "setup p99 ms", "gateway CPU %", "status"]
 
 
 @dataclass
@@ -61,6 +65,22 @@ class Step:
         return [str(self.rate), fmt(self.achieved_cps), str(self.succeeded), str(self.failed),
                 str(self.shed) + (f" ({self.signals})" if self.signals else ""), fmt(percentile(self.setup_ms, 0.5)), fmt(percentile(self.setup_ms, 0.95)),
                 fmt(percentile(self.setup_ms, 0.99)), fmt(self.cpu_pct), self.error or "ok"]
+
+
+def median_step(runs: list[Step]) -> Step:
+    """One rate's figures over repeated runs: the median run by achieved rate for the counts (so that calls,
+    failures and shedding stay one run's consistent set), the median CPU, setup times pooled, every error."""
+    ordered = sorted(runs, key=lambda s: (s.achieved_cps if not math.isnan(s.achieved_cps) else -1.0))
+    middle = ordered[(len(ordered) - 1) // 2]
+    cpu = [s.cpu_pct for s in runs if not math.isnan(s.cpu_pct)]
+    return Step(
+        rate=middle.rate, seconds=middle.seconds, attempted=middle.attempted, succeeded=middle.succeeded,
+        failed=middle.failed, shed=middle.shed, signals=",".join(sorted({x for s in runs for x in s.signals.split(",")
+                                                                          if x})),
+        achieved_cps=middle.achieved_cps, cpu_pct=statistics.median(cpu) if cpu else math.nan,
+        setup_ms=tuple(ms for s in runs for ms in s.setup_ms),
+        error="; ".join(sorted({s.error for s in runs if s.error})),
+    )
 
 
 def run_step(rate: int, seconds: float, work: Path, port: int | None = None) -> Step:
@@ -101,14 +121,18 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=[50, 100, 200, 300, 400])
     parser.add_argument("--seconds", type=float, default=12.0, help="length of each step")
     parser.add_argument("--out", type=Path, default=RESULTS / "signalling.md")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the whole ramp N times (fresh gateways) and report the median run per rate")
     args = parser.parse_args()
     install_signal_handlers()
-    steps = []
+    runs: list[Step] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in args.rates:
-            step = run_step(rate, args.seconds, Path(tmp))
-            print(step.row(), flush=True)
-            steps.append(step)
+        for run in range(args.repeat):
+            for rate in args.rates:
+                step = run_step(rate, args.seconds, Path(tmp))
+                print(f"run {run + 1}:", step.row(), flush=True)
+                runs.append(step)
+    steps = runs if args.repeat == 1 else [median_step([s for s in runs if s.rate == rate]) for rate in args.rates]
     # A step counts when no call failed AND the gateway kept up: at 95 % of the offered rate (a queue that grows
     # without a failure inside the step's time is not throughput).
     ok = [s for s in steps if s.failed == 0 and not s.error and s.succeeded > 0 and s.achieved_cps >= 0.95 * s.rate]
@@ -123,17 +147,21 @@ def main() -> None:
                     "achieved cps": [s.achieved_cps for s in steps]},
                    title="Signalling ramp", xlabel="offered calls per second", ylabel="value"),
     ]
-    table = markdown_table(
-        ["offered cps", "achieved cps", "ok calls", "failed", "shed 503 (signal)", "setup p50 ms", "setup p95 ms", "setup p99 ms",
-         "gateway CPU %", "status"],
-        [s.row() for s in steps],
-    )
+    table = markdown_table(HEADERS, [s.row() for s in steps])
     notes = (
         f"Knee (highest step with 0 failed calls and at least 95 % of the offered rate achieved): **{knee if knee is not None else 'none'} cps**. "
         "Goal (issue 7): >= 300 call setups per second on one core with 0 failures. SIPp runs on the same "
         "cores as the gateway, so at high rates SIPp's own CPU competes with the gateway's."
     )
-    write_result(out, title="Signalling only: call-rate ramp", sections=[table, notes], plots=plots)
+    sections = [table]
+    if args.repeat > 1:
+        sections.append(f"Every run (the table above shows, per rate, the run with the median achieved rate, the "
+                        f"median CPU and the setup times of all {args.repeat} runs):")
+        sections.append(markdown_table(["run", *HEADERS], [[str(i // len(args.rates) + 1), *s.row()]
+                                                          for i, s in enumerate(runs)]))
+    sections.append(notes)
+    write_result(out, title="Signalling only: call-rate ramp", sections=sections, plots=plots,
+                 caveat=repeated_caveat(args.repeat) if args.repeat > 1 else None)
     print(out.read_text())
 
 

@@ -2,10 +2,10 @@
 
 SIPp keeps ``--calls`` echo calls in flight, each ``--call-seconds`` long and replaced when it ends, so calls
 start and end all the time. Every ``--interval`` seconds: the gateway's RSS and open fds (/proc) and its asyncio
-task count (``voicegw_asyncio_tasks`` from /metrics). Reported: first-minute mean vs last-minute mean of each,
-and the growth. Goal (issue 7): RSS growth < 2 %, no fd or task growth.
+task count (``voicegw_asyncio_tasks`` from /metrics), from the end of a warm-up of two call lengths (``--warmup``).
+Reported: first-minute mean vs last-minute mean of each, and the growth. Goal (issue 7): RSS growth < 2 %, no fd or task growth.
 
-Usage: .venv/bin/python benchmarks/bench_soak.py [--minutes 10] [--calls 100] [--interval 10]
+Usage: .venv/bin/python benchmarks/bench_soak.py [--minutes 10] [--calls 100] [--interval 10] [--warmup SECONDS]
 """
 
 from __future__ import annotations
@@ -66,10 +66,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100, help="concurrent calls: half the echo knee")
     parser.add_argument("--call-seconds", type=float, default=60.0, help="length of each call")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--warmup", type=float, default=None, metavar="SECONDS",
+                        help="before sampling starts (default two call lengths: the calls ramp in, then the first "
+                             "generation ends and is replaced, a one-off step in RSS)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.md")
     args = parser.parse_args()
     install_signal_handlers()
     duration = args.minutes * 60
+    warmup = 2 * args.call_seconds if args.warmup is None else args.warmup
     window = min(60.0, duration / 3)
     samples: list[Sample] = []
     error = ""
@@ -85,8 +89,9 @@ def main() -> None:
                 sipp(scenario, gw, work, service="echo", calls=total, rate=rate, limit=args.calls,
                      timeout=duration + args.call_seconds + 60) as run,
             ):
-                # Warm-up: the first calls ramp in at `rate`; sampling starts once the level is reached.
-                time.sleep(min(args.call_seconds, duration / 4))
+                # Warm-up: the first calls ramp in at `rate` over one call length, then end and are replaced
+                # over the next; the soak measures from there.
+                time.sleep(warmup)
                 t0 = time.monotonic()
                 while (now := time.monotonic()) - t0 < duration:
                     text = scrape(gw.http_port)
@@ -116,7 +121,8 @@ def main() -> None:
     table = markdown_table([f"quantity (mean over {window:g} s)", "first", "last", "growth %"], rows)
     notes = (
         f"{args.calls} concurrent echo calls of {args.call_seconds:g} s, replaced as they end, for "
-        f"{args.minutes:g} min, sampled every {args.interval:g} s ({len(samples)} samples); failed calls (SIPp): "
+        f"{args.minutes:g} min after a {warmup:g} s warm-up (the calls ramp in, and the first generation ends and "
+        f"is replaced), sampled every {args.interval:g} s ({len(samples)} samples); failed calls (SIPp): "
         f"{failed}. Goal (issue 7): RSS growth < 2 %, no fd or task growth. {('Error: ' + error) if error else ''}"
     )
     write_result(out, title="Soak: RSS, fds and asyncio tasks over time", sections=[table, notes], plots=plots)

@@ -16,6 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.bench_echo import EchoStep, median_step
+from benchmarks.bench_signalling import Step as SignallingStep
+from benchmarks.bench_signalling import median_step as signalling_median
 from benchmarks.bench_soak import Sample, growth
 from benchmarks.harness import (
     bucket_delta,
@@ -192,3 +194,13 @@ def test_a_repeated_echo_step_reports_medians_and_the_worst_failures() -> None:
     assert step.send_p99_ms == 2.5  # a run without the figure does not count as zero
     assert (step.failed, step.up, step.error) == (2, 99, "SIPp did not finish in time")  # the worst of the runs
     assert sorted(step.setup_ms) == [4.0, 8.0]
+
+
+def test_a_repeated_signalling_rate_reports_its_median_run() -> None:
+    runs = [SignallingStep(300, 10, succeeded=2900, achieved_cps=290.0, cpu_pct=90.0, signals="sip_backlog"),
+            SignallingStep(300, 10, succeeded=2500, failed=500, shed=500, achieved_cps=250.0, cpu_pct=95.0),
+            SignallingStep(300, 10, succeeded=2950, achieved_cps=295.0, cpu_pct=80.0, signals="playout_lateness")]
+    step = signalling_median([runs[1], runs[2], runs[0]])
+    # the counts are the median run's (one run's consistent set), not a mix of runs
+    assert (step.achieved_cps, step.succeeded, step.failed, step.shed) == (290.0, 2900, 0, 0)
+    assert step.cpu_pct == 90.0 and step.signals == "playout_lateness,sip_backlog"
