@@ -3,9 +3,9 @@ event log (what ``GET /call``, ``GET /call/{id}/logs`` and ``voicegw logs calls`
 
 Tables are prefixed ``store_`` (the webhook outbox shares the file). Every statement runs on one worker
 thread that owns the connection, so the event loop never waits on the disk: writes from call observers are
-queued (fire and forget, in order) and the worker commits whatever has queued up in one transaction (a group
-commit: at 150 call setups a second, one autocommitted statement per status change and event was a quarter of
-the gateway's CPU), reads are awaited and see every write queued before them. Assistants are also kept in memory, because
+queued (fire and forget, in order) and the worker commits what queued up over ``COMMIT_DELAY`` in one
+transaction (a group commit: at 150 call setups a second, one autocommitted statement per status change and
+event was a quarter of the gateway's CPU), reads are awaited and see every write queued before them. Assistants are also kept in memory, because
 ``CallManager.assistant_for`` looks them up synchronously on the loop (:meth:`Store.get_assistant`).
 
 Times are integer microseconds since the Unix epoch: the API's cursors (``createdAtLt`` with the last
@@ -35,6 +35,7 @@ __all__ = ["AssistantRecord", "CallQuery", "Store", "StoreError", "iso_to_us", "
 
 SCHEMA_VERSION = 1
 MAX_PENDING_WRITES = 10_000  # queued event-log writes beyond this are dropped (call records never are)
+COMMIT_DELAY = 0.05  # seconds a queued write waits for others to share its transaction
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCHEMA = """
@@ -187,6 +188,7 @@ class Store:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         max_pending_writes: int = MAX_PENDING_WRITES,
+        commit_delay: float = COMMIT_DELAY,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -196,7 +198,9 @@ class Store:
         self._pending_lock = threading.Lock()
         # queued, not yet on the worker: (what, write, key); of writes with the same key only the last one runs
         self._writes: deque[tuple[str, Callable[[], None], str | None]] = deque()
-        self._drain_scheduled = False  # a _drain job is on the worker's queue and has not started
+        self._drain_scheduled = False  # a _drain job is due (delayed or on the worker's queue), not started
+        self._commit_delay = commit_delay
+        self._delayed: asyncio.TimerHandle | None = None  # the loop timer that hands the next _drain over
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._assistants: dict[str, AssistantRecord] = {}
@@ -239,6 +243,7 @@ class Store:
 
     async def close(self) -> None:
         """Finish every queued write, then close the database."""
+        self._hand_over()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -258,6 +263,7 @@ class Store:
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
             raise StoreError("the store is not open")
+        self._hand_over()  # what was queued before this read or write goes first
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def _submit(self, what: str, fn: Callable[[], None], *, droppable: bool = False, key: str | None = None) -> None:
@@ -272,9 +278,26 @@ class Store:
             self._pending += 1
             self._writes.append((what, fn, key))
             if self._drain_scheduled:
-                return  # the job already queued takes this write too
+                return  # the job already due takes this write too
             self._drain_scheduled = True
-        self._executor.submit(self._drain)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self._commit_delay <= 0:
+            self._executor.submit(self._drain)
+        else:
+            # Group commit: the writes of the next commit_delay seconds go in the same transaction.
+            self._delayed = loop.call_later(self._commit_delay, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Give the delayed _drain to the worker now (its timer fired, or a read or close must come after it)."""
+        delayed, self._delayed = self._delayed, None
+        if delayed is None:
+            return
+        delayed.cancel()
+        if self._executor is not None:
+            self._executor.submit(self._drain)
 
     def _drain(self) -> None:
         """On the worker: every write queued so far, in order, in one transaction. The worker runs jobs in
