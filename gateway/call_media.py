@@ -195,6 +195,7 @@ class CallMedia:
             host, port, on_rtp=self.on_rtp, on_rtcp=self.on_rtcp, metrics=metrics, log=self.log
         )
         self.params: NegotiatedAudio | None = None
+        self._final_stats: MediaStats | None = None  # set by close()
         # receiving/sending of the negotiated direction, kept as plain flags: the per-packet and per-tick
         # paths test them (set in apply(), the only place params changes)
         self._receiving = self._sending = False
@@ -262,6 +263,13 @@ class CallMedia:
         self.endpoint.close()
         self._dtmf_pending = ""
         self._release_dtmf_waiters(ConnectionError("the call's media is closed"))
+        # The call's objects refer to each other (the endpoint calls back into this media, the call holds both),
+        # so only a full garbage collection would free them, up to minutes later under load; the bulky state
+        # (jitter buffer, concealment history, receive statistics) goes now, and the final figures stay.
+        self._final_stats = stats
+        self._rx = None
+        self.dtmf = None
+        self.stats = ReceiverStats(8000)
 
     def apply(self, params: NegotiatedAudio) -> None:
         """New negotiated parameters (answer, re-INVITE, UPDATE): remote address, codec, direction."""
@@ -626,6 +634,8 @@ class CallMedia:
             m.jitter_buffer_delay_seconds.observe(jb.current_delay)
 
     def media_stats(self) -> MediaStats:
+        if self._final_stats is not None:
+            return self._final_stats  # closed: what the call ended with
         rx = self._rx
         receiver = self.stats.snapshot() if self.stats.ssrc is not None else None
         jitter = rx.jitter.stats() if rx is not None else None

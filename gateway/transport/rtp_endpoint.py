@@ -151,6 +151,9 @@ class RtpEndpoint:
             if transport is not None:
                 transport.close()
         self._rtp = self._rtcp = None
+        # the callbacks are the owner's bound methods: dropping them breaks the owner <-> endpoint cycle
+        self._on_rtp = _closed_rtp
+        self._on_rtcp = _closed_rtcp
 
     def _icmp_error(self) -> None:
         self.counters["icmp_error"] += 1
@@ -335,6 +338,14 @@ class RtpEndpoint:
         if self._metrics is not None:
             self._metrics.rtcp_packets.labels("out").inc()
         return True
+
+
+def _closed_rtp(packet: RtpPacket, now: float) -> None:
+    """``on_rtp`` of a closed endpoint: nothing is delivered any more."""
+
+
+def _closed_rtcp(data: bytes, now: float) -> None:
+    """``on_rtcp`` of a closed endpoint."""
 
 
 def _wire_size(packet: RtpPacket) -> int:
