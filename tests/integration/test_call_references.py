@@ -11,23 +11,21 @@ benchmarks/results/soak-memory.md), while a kept reference to an ended call is a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, serve
 from gateway.call import Call
 from gateway.call_media import CallMedia
 from gateway.config import GatewayConfig
 from gateway.rtp.jitter import JitterBuffer
 from gateway.sip.dialog import Dialog
 from gateway.transport.rtp_endpoint import RtpEndpoint
+from tests.helpers.in_process import running_gateway
 from tests.integration.harness import SIPP_DIR, free_port, free_rtp_range, run_sipp
 
 pytestmark = pytest.mark.integration
@@ -51,26 +49,6 @@ def _config() -> GatewayConfig:
             "log": {"level": "warning"},
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    ready: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(serve(config, ready=ready))
-    try:
-        async with asyncio.timeout(DEADLINE):
-            waiters: list[asyncio.Future[Any]] = [ready, server]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if server.done():
-            server.result()  # raises why it stopped
-        yield ready.result()
-    finally:
-        if ready.done() and not ready.cancelled():
-            ready.result().request_stop(drain=False)
-        else:
-            server.cancel()
-        async with asyncio.timeout(DEADLINE):
-            await asyncio.gather(server, return_exceptions=True)
 
 
 def _tone_wav(directory: Path) -> Path:
@@ -143,7 +121,7 @@ def test_ended_echo_calls_leave_no_call_media_or_jitter_buffer_alive(tmp_path: P
 
 
 async def _calls_then_count(scenario: Path, tmp_path: Path) -> None:
-    async with running_gateway(_config()) as gw:
+    async with running_gateway(_config(), deadline=DEADLINE) as gw:
         watcher = _Watcher()
         gw.calls.observers.append(watcher)
         peak = dict.fromkeys((cls.__name__ for cls in PER_CALL), 0)

@@ -6,16 +6,13 @@ watch the call's state; SIPp checks every message the gateway sends and exits 0 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-from gateway.app import Gateway, serve
 from gateway.call import Call
 from gateway.call_types import CallState, CallTarget
 from gateway.config import GatewayConfig
+from tests.helpers.in_process import running_gateway
 from tests.integration.harness import SippResult, free_port, free_rtp_range, run_scenario, sipp_failure
 
 USERNAME = "gwuser"
@@ -37,27 +34,6 @@ def trunk_config(sipp_port: int, **sip: object) -> GatewayConfig:
             ],
         }
     )
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[Gateway] = loop.create_future()
-    server = asyncio.create_task(serve(config, ready=ready))
-    try:
-        async with asyncio.timeout(DEADLINE):
-            waiters: list[asyncio.Future[Any]] = [ready, server]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if server.done():
-            server.result()  # raises why it stopped
-        yield ready.result()
-    finally:
-        if ready.done() and not ready.cancelled():
-            ready.result().request_stop(drain=False)
-        else:
-            server.cancel()
-        async with asyncio.timeout(DEADLINE):
-            await asyncio.gather(server, return_exceptions=True)
 
 
 async def wait_until_bound(port: int) -> None:
