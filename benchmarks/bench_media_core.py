@@ -29,7 +29,6 @@ import os
 import platform
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ SOURCE = Path(sys.argv[sys.argv.index("--source") + 1]) if "--source" in sys.arg
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(SOURCE))
 
+from ab import alternate  # noqa: E402 - benchmarks/ab.py
 from machine import cpu_model, git_revision  # noqa: E402 - benchmarks/machine.py
 
 from gateway.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
@@ -142,16 +142,10 @@ def bench_echo_path(iterations: int, repeats: int) -> tuple[float, float]:
 
 def compare(baseline: Path, iterations: int, repeats: int, rounds: int) -> None:
     """Echo path of ``baseline`` and of this tree, alternating subprocesses; ratio of medians."""
-    runs: dict[str, list[float]] = {"baseline": [], "current": []}
-    for _ in range(rounds):
-        for name, source in (("baseline", baseline), ("current", REPO)):
-            out = subprocess.run(
-                [sys.executable, __file__, "--echo-only", "--source", str(source), "--iterations", str(iterations),
-                 "--repeats", str(repeats)], check=True, capture_output=True, text=True,
-            ).stdout.split()
-            runs[name].append(float(out[-1]))  # the last line; a log line may come first
-    base, cur = statistics.median(runs["baseline"]), statistics.median(runs["current"])
-    print(f"{ECHO_PATH}: baseline {base:.2f} µs, current {cur:.2f} µs, current/baseline {cur / base:.3f} "
+    ab = alternate(Path(__file__), ["--echo-only", "--iterations", str(iterations), "--repeats", str(repeats)],
+                   baseline, REPO, rounds)
+    base, cur = statistics.median(ab.baseline), statistics.median(ab.current)
+    print(f"{ECHO_PATH}: baseline {base:.2f} µs, current {cur:.2f} µs, current/baseline {ab.ratio:.3f} "
           f"({rounds} alternating rounds; baseline {baseline}, current {git_revision(MEASURED)} + working tree)")
 
 

@@ -29,7 +29,6 @@ import contextlib
 import math
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -42,6 +41,7 @@ SOURCE = Path(sys.argv[sys.argv.index("--source") + 1]) if "--source" in sys.arg
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(SOURCE))
 
+from ab import alternate  # noqa: E402 - benchmarks/ab.py
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient  # noqa: E402
 from machine import git_revision  # noqa: E402 - benchmarks/machine.py
 from websockets.extensions.permessage_deflate import PerMessageDeflate  # noqa: E402
@@ -192,19 +192,13 @@ def bench(frames: int, repeats: int) -> tuple[float, float]:
 
 def compare(baseline: Path, frames: int, repeats: int, rounds: int) -> None:
     """``baseline`` and this tree in alternating subprocesses; ratio of medians."""
-    runs: dict[str, list[float]] = {"baseline": [], "current": []}
-    for _ in range(rounds):
-        for name, source in (("baseline", baseline), ("current", REPO)):
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", "--source", str(source), "--frames", str(frames),
-                 "--repeats", str(repeats)], check=True, capture_output=True, text=True,
-            ).stdout.split()
-            runs[name].append(float(out[-1]))
-    base, cur = statistics.median(runs["baseline"]), statistics.median(runs["current"])
-    print(f"{STEP}: baseline {base:.1f} µs, current {cur:.1f} µs, current/baseline {cur / base:.3f} "
+    ab = alternate(Path(__file__), ["--one", "--frames", str(frames), "--repeats", str(repeats)], baseline, REPO,
+                   rounds)
+    base, cur = statistics.median(ab.baseline), statistics.median(ab.current)
+    print(f"{STEP}: baseline {base:.1f} µs, current {cur:.1f} µs, current/baseline {ab.ratio:.3f} "
           f"({rounds} alternating rounds; baseline {baseline}, current {git_revision(MEASURED)} + working tree)")
-    print(f"  baseline runs: {', '.join(f'{v:.1f}' for v in runs['baseline'])}")
-    print(f"  current runs:  {', '.join(f'{v:.1f}' for v in runs['current'])}")
+    print(f"  baseline runs: {', '.join(f'{v:.1f}' for v in ab.baseline)}")
+    print(f"  current runs:  {', '.join(f'{v:.1f}' for v in ab.current)}")
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -180,18 +179,14 @@ def measure(calls: int, repeats: int, profile: bool = False) -> float:
 
 
 def ab(baseline: Path, rounds: int, calls: int, repeats: int) -> None:
-    old: list[float] = []
-    new: list[float] = []
-    for _ in range(rounds):
-        for source, out in ((baseline, old), (REPO, new)):
-            result = subprocess.run(
-                [sys.executable, __file__, "--source", str(source), "--calls", str(calls), "--repeats", str(repeats),
-                 "--quiet"], check=True, capture_output=True, text=True,
-            )
-            out.append(float(result.stdout.strip()))
-    print(f"baseline {baseline}: {[round(x) for x in old]} µs/call")
-    print(f"this tree: {[round(x) for x in new]} µs/call")
-    print(f"ratio of medians (this / baseline): {statistics.median(new) / statistics.median(old):.3f}")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from ab import alternate  # benchmarks/ab.py (not importable from a baseline tree: imported here)
+
+    result = alternate(Path(__file__), ["--calls", str(calls), "--repeats", str(repeats), "--quiet"], baseline,
+                       REPO, rounds)
+    print(f"baseline {baseline}: {[round(x) for x in result.baseline]} µs/call")
+    print(f"this tree: {[round(x) for x in result.current]} µs/call")
+    print(f"ratio of medians (this / baseline): {result.ratio:.3f}")
 
 
 def cli() -> None:

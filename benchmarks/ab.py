@@ -1,0 +1,37 @@
+"""A/B in one run: an older tree and this one measured in alternating subprocesses (the in-process benchmarks'
+``--baseline DIR`` mode). On a shared, noisy machine only figures taken side by side compare, so each round runs
+both, and the result is the ratio of the medians. Standard library only: the subprocesses import their own tree's
+``gateway`` package through ``--source``."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Comparison", "alternate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    baseline: list[float]
+    current: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """current / baseline, of the medians."""
+        return statistics.median(self.current) / statistics.median(self.baseline)
+
+
+def alternate(script: Path, args: list[str], baseline: Path, current: Path, rounds: int) -> Comparison:
+    """``rounds`` times: ``script --source DIR *args`` for ``baseline`` then ``current``; each run prints its
+    figure as the last word of its output (a log line may come before it)."""
+    runs: dict[Path, list[float]] = {baseline: [], current: []}
+    for _ in range(rounds):
+        for source in (baseline, current):
+            out = subprocess.run([sys.executable, str(script), "--source", str(source), *args],
+                                 check=True, capture_output=True, text=True).stdout.split()
+            runs[source].append(float(out[-1]))
+    return Comparison(runs[baseline], runs[current])
