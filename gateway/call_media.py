@@ -154,7 +154,7 @@ class _Receive:
         self.payload_type = params.payload_type
         silence = codec.encode(b"\x00\x00")[0]
         self.silence_payload = bytes((silence,)) * codec.frame_bytes
-        self.jitter = JitterBuffer(codec.clock_rate, 20, silence_byte=silence, is_quiet=quiet_frame_test(codec))
+        self.jitter = JitterBuffer(clock_rate=codec.clock_rate, frame_ms=20, silence_byte=silence, is_quiet=quiet_frame_test(codec))
         self.concealer = Concealer(codec.clock_rate, 20)
         self.outbound = OutboundRtp(
             ssrc=ssrc, payload_type=params.payload_type, clock_rate=codec.clock_rate, interval=interval, rng=rng

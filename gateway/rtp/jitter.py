@@ -195,10 +195,10 @@ class JitterBuffer:
 
     def __init__(
         self,
-        clock_rate: int = 8000,
-        frame_ms: int = 20,
         *,
         silence_byte: int,
+        clock_rate: int = 8000,
+        frame_ms: int = 20,
         min_delay: float = 0.02,
         start_delay: float = 0.04,
         max_delay: float = 0.2,

@@ -67,7 +67,7 @@ class RtpPacket:
     padding_size: int = 0
 
     @classmethod
-    def parse(cls, data: bytes) -> RtpPacket:
+    def parse(cls, data: bytes | memoryview) -> RtpPacket:
         """Parse one datagram; raise :class:`RtpParseError` (and nothing else) if invalid."""
         length = len(data)
         if length < RTP_HEADER_SIZE:
