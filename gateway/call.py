@@ -281,7 +281,7 @@ class Call:
                 self.ua.respond(self.invite, 480, to_tag=self.local_tag)
                 self.finish(reason)
             case CallState.CALLING | CallState.RINGING if self.outbound is not None:
-                self.outbound.cancel(reason)
+                self.outbound.cancel(self, reason)
             case CallState.TERMINATING | CallState.ENDED:
                 pass
 
@@ -615,7 +615,7 @@ class Call:
     def on_response(self, tx: ClientTransactionId, response: Response) -> None:
         self.capture_sip(response, received=True)
         if self.outbound is not None and tx == self.outbound.tx:
-            self.outbound.on_response(response)
+            self.outbound.on_response(self, response)
             return
         if response.status_code < 200:
             return  # the UA keeps us as owner until the final response
@@ -625,7 +625,7 @@ class Call:
 
     def on_transaction_timeout(self, tx: ClientTransactionId) -> None:
         if self.outbound is not None and tx == self.outbound.tx:
-            self.outbound.on_timeout()
+            self.outbound.on_timeout(self)
             return
         callback = self._pending.pop(tx, None)
         if callback is not None:
@@ -643,8 +643,8 @@ class Call:
         auth: DigestClient | None,
         extra_headers: list[tuple[str, str]],
     ) -> None:
-        self.outbound = OutboundInvite(self, destination, auth)
-        self.outbound.start(target, from_user=from_user, display_name=display_name, extra_headers=extra_headers)
+        self.outbound = OutboundInvite(destination, auth)
+        self.outbound.start(self, target, from_user=from_user, display_name=display_name, extra_headers=extra_headers)
 
     def start_session_timer_from(self, negotiated: tuple[int | None, bool]) -> None:
         self._session_interval, self._we_refresh = negotiated

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 
 
 class OutboundInvite:
-    """Our INVITE transaction(s) for one outbound call; the call delegates their responses here."""
+    """Our INVITE transaction(s) for one outbound call; the call delegates their responses here, handing itself
+    in with each one. It keeps no reference to the call: the call holds this object, and a reference back would
+    be a cycle that only a full garbage collection frees once the call has ended (issue 7)."""
 
-    def __init__(self, call: Call, destination: Addr, auth: DigestClient | None) -> None:
-        self.call = call
+    def __init__(self, destination: Addr, auth: DigestClient | None) -> None:
         self.destination = destination
         self.auth = auth
         self.request: Request | None = None
@@ -35,9 +36,9 @@ class OutboundInvite:
         self._auth_tried = False
         self._cancel_reason: str | None = None
 
-    def start(self, target: SipUri, *, from_user: str, display_name: str | None,
+    def start(self, call: Call, target: SipUri, *, from_user: str, display_name: str | None,
               extra_headers: list[tuple[str, str]]) -> None:
-        call, ua = self.call, self.call.ua
+        ua = call.ua
         self.offer = call.make_offer()
         host = ua.announced[0]
         from_uri = SipUri(host=host if ":" not in host else f"[{host}]", user=from_user)
@@ -58,26 +59,24 @@ class OutboundInvite:
         )
         self.request = Request(method="INVITE", uri=target, headers=headers, body=serialize_sdp(self.offer))
         self.tx = ua.send_request(self.request, self.destination, call.transport, call)
-        call.spawn(self._ring_timeout(call.manager.config.sip.ring_timeout))
+        call.spawn(self._ring_timeout(call, call.manager.config.sip.ring_timeout))
 
-    async def _ring_timeout(self, seconds: float) -> None:
+    async def _ring_timeout(self, call: Call, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        if self.call.state in (CallState.CALLING, CallState.RINGING):
-            self.call.log.info("outbound_ring_timeout", seconds=seconds)
-            self.cancel("customer-did-not-answer")
+        if call.state in (CallState.CALLING, CallState.RINGING):
+            call.log.info("outbound_ring_timeout", seconds=seconds)
+            self.cancel(call, "customer-did-not-answer")
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, call: Call, reason: str) -> None:
         """§9.1: CANCEL the pending INVITE (the transaction layer holds it until a provisional arrives)."""
         self._cancel_reason = reason
         if self.tx is not None:
-            self.call.ua.cancel(self.tx)
+            call.ua.cancel(self.tx)
 
-    def on_timeout(self) -> None:
-        call = self.call
+    def on_timeout(self, call: Call) -> None:
         call.finish("customer-did-not-answer" if call.state is CallState.RINGING else "sip-outbound-timeout")
 
-    def on_response(self, response: Response) -> None:
-        call = self.call
+    def on_response(self, call: Call, response: Response) -> None:
         code = response.status_code
         if code < 200:
             if code > 100 and call.state is CallState.CALLING:
@@ -85,19 +84,18 @@ class OutboundInvite:
                 call.update_status("ringing")
             return
         if code < 300:
-            self._answered(response)
+            self._answered(call, response)
             return
         self.tx = None
         if code in (401, 407) and self.auth is not None and not self._auth_tried:
             self._auth_tried = True
-            self._retry_with_auth(response)
+            self._retry_with_auth(call, response)
             return
         call.log.info("outbound_call_failed", status=code, reason_phrase=response.reason)
         call.finish(_ended_reason_for_failure(code, self._cancel_reason))
 
-    def _retry_with_auth(self, challenge: Response) -> None:
+    def _retry_with_auth(self, call: Call, challenge: Response) -> None:
         assert self.request is not None and self.auth is not None
-        call = self.call
         proxy = challenge.status_code == 407
         values = challenge.headers.get_all("Proxy-Authenticate" if proxy else "WWW-Authenticate")
         previous = self.request
@@ -114,13 +112,12 @@ class OutboundInvite:
         self.request = Request(method="INVITE", uri=previous.uri, headers=headers, body=previous.body)
         self.tx = call.ua.send_request(self.request, self.destination, call.transport, call)
 
-    def _answered(self, response: Response) -> None:
+    def _answered(self, call: Call, response: Response) -> None:
         assert self.request is not None
-        call = self.call
         if call.dialog is not None:
             # A 2xx from a second fork (§13.2.2.4): ACK it, then BYE that dialog. We keep the first.
             if response.to.tag != call.dialog.id.remote_tag:
-                self._ack_and_bye_fork(response)
+                self._ack_and_bye_fork(call, response)
             return
         call.last_2xx = response
         call.dialog = Dialog.create_uac(self.request, response)
@@ -149,9 +146,8 @@ class OutboundInvite:
         call.start_session_timer_from(call.session_timer.on_uac_2xx(response))
         call.connected()
 
-    def _ack_and_bye_fork(self, response: Response) -> None:
+    def _ack_and_bye_fork(self, call: Call, response: Response) -> None:
         assert self.request is not None
-        call = self.call
         fork = Dialog.create_uac(self.request, response)
         ack = fork.ack_for_2xx(self.request, response, via=call.ua.make_via(call.transport))
         destination = call.manager.destination_for(fork.next_hop(), fallback=call.peer)

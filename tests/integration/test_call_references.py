@@ -23,12 +23,15 @@ import pytest
 
 from gateway.call import Call
 from gateway.call_media import CallMedia
+from gateway.call_outbound import OutboundInvite
+from gateway.call_types import CallState, CallTarget
 from gateway.config import GatewayConfig
 from gateway.rtp.jitter import JitterBuffer
 from gateway.sip.dialog import Dialog
 from gateway.transport.rtp_endpoint import RtpEndpoint
 from tests.helpers.in_process import running_gateway
-from tests.integration.harness import SIPP_DIR, free_port, free_rtp_range, run_sipp
+from tests.integration.harness import SIPP_DIR, free_port, free_rtp_range, run_sipp, sipp_failure
+from tests.integration.test_outbound import start_sipp_uas, trunk_config, wait_for_state, wait_until_bound
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +75,13 @@ def _echo_scenario(directory: Path) -> Path:
     return scenario
 
 
-def _live(*, collect: bool = True) -> dict[str, int]:
+def _live(*, collect: bool = True, classes: tuple[type, ...] = PER_CALL) -> dict[str, int]:
     """Instances of each per-call class alive now (after a full collection, unless ``collect`` is False)."""
     if collect:
         gc.collect()
-    counts = dict.fromkeys((cls.__name__ for cls in PER_CALL), 0)
+    counts = dict.fromkeys((cls.__name__ for cls in classes), 0)
     for obj in gc.get_objects():
-        if isinstance(obj, PER_CALL):
+        if isinstance(obj, classes):
             counts[type(obj).__name__] += 1
     return counts
 
@@ -164,3 +167,42 @@ async def _calls_then_count(scenario: Path, tmp_path: Path) -> None:
         assert gw.webhooks is not None and gw.webhooks.dispatcher._calls == {}
         recorders = [o for o in gw.calls.observers if hasattr(o, "_extras")]
         assert recorders and all(r._extras == {} for r in recorders)
+
+
+def test_an_ended_outbound_call_is_freed_without_the_collector(tmp_path: Path) -> None:
+    """An outbound call (digest challenge, answer, our BYE) leaves nothing behind either, its INVITE
+    transaction's state (``OutboundInvite``) included, by reference counting alone."""
+    gc.disable()
+    try:
+        asyncio.run(_outbound_call_then_count(tmp_path))
+    finally:
+        gc.enable()
+
+
+async def _outbound_call_then_count(tmp_path: Path) -> None:
+    classes = (*PER_CALL, OutboundInvite)
+    sipp_port = free_port()
+    async with running_gateway(trunk_config(sipp_port), deadline=DEADLINE) as gw:
+        sipp = start_sipp_uas("outbound_auth.xml", sipp_port, tmp_path)
+        await wait_until_bound(sipp_port)
+        call = await gw.calls.place_call(number="+15550002222", trunk="sipp", target=CallTarget("echo"))
+        await wait_for_state(call, CallState.CONFIRMED)
+        during = _live(collect=False, classes=classes)
+        call.hangup()
+        await wait_for_state(call, CallState.ENDED)
+        del call  # the test's own reference
+        result = await sipp
+        assert result.returncode == 0, sipp_failure(result, tmp_path)
+        async with asyncio.timeout(DEADLINE):
+            while gw.calls.calls:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the released call's last tasks and callbacks run
+        assert all(n == 1 for n in during.values()), during  # each class counted is really built per call
+
+        uncollected = _live(collect=False, classes=classes)
+        if any(uncollected.values()):
+            held = [o for o in gc.get_objects() if isinstance(o, classes)]
+            pytest.fail(f"the ended call waits for the cycle collector: {uncollected} {_who_holds(held)}")
+        live = _live(classes=classes)
+        assert live == dict.fromkeys(live, 0), live
+        assert gw.ua.dialog_count == 0
