@@ -7,8 +7,10 @@ transactions, the webhook dispatcher's and the call recorder's per-call state) a
 All of them must be gone before any collection: the collector is off during the test, so an ended call is
 freed by reference counting alone (no reference cycle makes it wait for a full collection, which under load
 comes minutes apart); they are counted again after a full collection, which finds what is still referenced.
-Objects are counted with ``gc``, not with RSS: the allocator keeps freed memory (see
-benchmarks/results/soak-memory.md), while a kept reference to an ended call is a leak whatever RSS says."""
+The same holds for an outbound call (SIPp as the trunk); calls answered by an assistant are still kept by
+cycles through their conversation pipeline (a strict xfail names them). Objects are counted with ``gc``, not
+with RSS: the allocator keeps freed memory (see benchmarks/results/soak-memory.md), while a kept reference to
+an ended call is a leak whatever RSS says."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from gateway.call import Call
+from gateway.call_assistant import CallConversation
 from gateway.call_media import CallMedia
 from gateway.call_outbound import OutboundInvite
 from gateway.call_types import CallState, CallTarget
@@ -41,8 +44,13 @@ DEADLINE = 30.0
 PER_CALL = (Call, CallMedia, JitterBuffer, RtpEndpoint, Dialog)
 
 
-def _config() -> GatewayConfig:
+def _config(*, assistant: bool = False) -> GatewayConfig:
+    """Echo calls to ``echo``; with ``assistant``, calls to ``service`` reach an assistant instead (the offline
+    rules model and the default local voice and transcriber)."""
     port_min, port_max = free_rtp_range()
+    numbers: list[dict[str, Any]] = [{"number": "echo", "echo": True}]
+    if assistant:
+        numbers = [{"number": "service", "assistant": "demo"}]
     return GatewayConfig.model_validate(
         {
             "sip": {"listen": f"127.0.0.1:{free_port()}"},
@@ -50,7 +58,9 @@ def _config() -> GatewayConfig:
             "http": {"listen": "127.0.0.1:0"},
             "storage": {"path": ":memory:"},
             "security": {"trusted_sources": ["127.0.0.0/8"]},
-            "numbers": [{"number": "echo", "echo": True}],
+            "assistants": {"demo": {"firstMessage": "Hello", "model": {"provider": "rules"},
+                                    "silenceTimeoutSeconds": 600}},
+            "numbers": numbers,
             "log": {"level": "warning"},
         }
     )
@@ -92,6 +102,10 @@ def _who_holds(objects: list[Any]) -> list[str]:
             for o in objects[:3]]
 
 
+class KeptByCycles(AssertionError):
+    """Ended calls' objects are alive with the collector off: only a full collection would free them."""
+
+
 class _Watcher:
     """A call observer that only counts (it keeps no reference to a call)."""
 
@@ -118,48 +132,66 @@ class _Watcher:
 def test_ended_echo_calls_leave_no_call_media_or_jitter_buffer_alive(tmp_path: Path) -> None:
     # The collector stays off while the calls run: what an ended call frees must go by reference counting at
     # once, not wait for a full collection (under load those come minutes apart: the soak's RSS steps).
+    gc.collect()  # from a clean heap: what an earlier test left for the collector is not counted here
     gc.disable()
     try:
-        asyncio.run(_calls_then_count(_echo_scenario(tmp_path), tmp_path))
+        asyncio.run(_calls_then_count(_echo_scenario(tmp_path), tmp_path, _config(), "echo", CALLS))
     finally:
         gc.enable()
 
 
-async def _calls_then_count(scenario: Path, tmp_path: Path) -> None:
-    async with running_gateway(_config(), deadline=DEADLINE) as gw:
+@pytest.mark.xfail(strict=True, raises=KeptByCycles, reason=(
+    "an assistant call is still kept by a cycle through its conversation pipeline: call -> conversation -> "
+    "ConversationSession -> Providers -> CallTools -> call (gateway/call_tools.py keeps the call; the session "
+    "keeps its providers after it stops), with the session <-> TtsChain (on_failure=_tts_failed) and the "
+    "session's TaskGroup ExceptionGroup <-> frame cycles beside it"))
+def test_ended_assistant_calls_are_freed_without_the_collector(tmp_path: Path) -> None:
+    """The same for calls answered by an assistant (the offline default providers)."""
+    gc.collect()  # from a clean heap: what an earlier test left for the collector is not counted here
+    gc.disable()
+    try:
+        asyncio.run(_calls_then_count(_echo_scenario(tmp_path), tmp_path, _config(assistant=True), "service", 2,
+                                      classes=(*PER_CALL, CallConversation)))
+    finally:
+        gc.enable()
+
+
+async def _calls_then_count(scenario: Path, tmp_path: Path, config: GatewayConfig, service: str, calls: int,
+                            classes: tuple[type, ...] = PER_CALL) -> None:
+    async with running_gateway(config, deadline=DEADLINE) as gw:
         watcher = _Watcher()
         gw.calls.observers.append(watcher)
-        peak = dict.fromkeys((cls.__name__ for cls in PER_CALL), 0)
+        peak = dict.fromkeys((cls.__name__ for cls in classes), 0)
         sipp = asyncio.create_task(asyncio.to_thread(
             run_sipp,
-            ["-sf", str(scenario), f"127.0.0.1:{gw.ua.announced[1]}", "-s", "echo", "-i", "127.0.0.1",
-             "-m", str(CALLS), "-r", str(CALLS), "-l", str(CALLS), "-mp", str(free_port(also_tcp=False) & ~1),
+            ["-sf", str(scenario), f"127.0.0.1:{gw.ua.announced[1]}", "-s", service, "-i", "127.0.0.1",
+             "-m", str(calls), "-r", str(calls), "-l", str(calls), "-mp", str(free_port(also_tcp=False) & ~1),
              "-trace_err"],
             cwd=tmp_path, timeout=CALL_SECONDS + DEADLINE,
         ))
         while not sipp.done():
             # the classes counted really are built per call (else the check below proves nothing)
-            peak = {name: max(peak[name], n) for name, n in _live(collect=False).items()}
+            peak = {name: max(peak[name], n) for name, n in _live(collect=False, classes=classes).items()}
             await asyncio.sleep(0.25)
         result = await sipp
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         async with asyncio.timeout(DEADLINE):
-            while gw.calls.calls or watcher.released < CALLS:
+            while gw.calls.calls or watcher.released < calls:
                 await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # the released calls' last tasks and callbacks run
-        assert watcher.answered == watcher.released == CALLS
-        assert watcher.packets >= CALLS * 10, "the calls carried no RTP"
+        assert watcher.answered == watcher.released == calls
+        assert watcher.packets >= calls * 10, "the calls carried no RTP"
         assert all(n >= 1 for n in peak.values()), peak
 
         # Everything of an ended call is freed by reference counting alone, without the collector's help: no
         # reference cycle keeps a call, its media, jitter buffer, endpoint or dialog until a full collection
         # (the collector is still off here; nothing has been collected since the calls started).
-        uncollected = _live(collect=False)
+        uncollected = _live(collect=False, classes=classes)
         if any(uncollected.values()):
-            held = [o for o in gc.get_objects() if isinstance(o, PER_CALL)]
-            pytest.fail(f"ended calls wait for the cycle collector: {uncollected} {_who_holds(held)}")
-        live = _live()
-        leaked = [o for o in gc.get_objects() if isinstance(o, PER_CALL)]
+            held = [o for o in gc.get_objects() if isinstance(o, classes)]
+            raise KeptByCycles(f"ended calls wait for the cycle collector: {uncollected} {_who_holds(held)}")
+        live = _live(classes=classes)
+        leaked = [o for o in gc.get_objects() if isinstance(o, classes)]
         assert live == dict.fromkeys(live, 0), (live, _who_holds(leaked))
         assert gw.calls.calls == {}
         assert gw.ua.dialog_count == 0
@@ -172,6 +204,7 @@ async def _calls_then_count(scenario: Path, tmp_path: Path) -> None:
 def test_an_ended_outbound_call_is_freed_without_the_collector(tmp_path: Path) -> None:
     """An outbound call (digest challenge, answer, our BYE) leaves nothing behind either, its INVITE
     transaction's state (``OutboundInvite``) included, by reference counting alone."""
+    gc.collect()  # from a clean heap: what an earlier test left for the collector is not counted here
     gc.disable()
     try:
         asyncio.run(_outbound_call_then_count(tmp_path))
@@ -202,7 +235,7 @@ async def _outbound_call_then_count(tmp_path: Path) -> None:
         uncollected = _live(collect=False, classes=classes)
         if any(uncollected.values()):
             held = [o for o in gc.get_objects() if isinstance(o, classes)]
-            pytest.fail(f"the ended call waits for the cycle collector: {uncollected} {_who_holds(held)}")
+            raise KeptByCycles(f"the ended call waits for the cycle collector: {uncollected} {_who_holds(held)}")
         live = _live(classes=classes)
         assert live == dict.fromkeys(live, 0), live
         assert gw.ua.dialog_count == 0
