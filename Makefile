@@ -4,12 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?=
-APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio prometheus tcpdump
+# gcc and libc6-dev compile the media path (build_native.py); python3-dev is added below when the interpreter
+# has no C headers of its own.
+APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio prometheus tcpdump gcc libc6-dev
+PY_HEADERS := $(shell $(PYTHON) -c "import os, sysconfig; print(int(os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))))" 2>/dev/null)
+ifneq ($(PY_HEADERS),1)
+APT_PACKAGES += python3-dev
+endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps run test lint typecheck bench fuzz clean
+.PHONY: install system-deps run test lint typecheck bench fuzz clean FORCE
 
-install: system-deps $(VENV)/.installed
+install: system-deps $(VENV)/.installed $(VENV)/.native
 
 # Debian packages the gateway and its tests use (SIPp as test peer, espeak-ng/sox for speech, Kamailio and
 # promtool for the scale-out and metrics tests). Kamailio and Prometheus are test tools here: when we install
@@ -32,11 +38,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The per-packet media modules compiled with mypyc (build_native.py; about half the CPU per call). Rebuilt when
+# one of them changes; until then the package runs their Python sources (gateway/native.py checks). NATIVE=0
+# removes the compiled modules and runs the sources.
+NATIVE ?= 1
+ifeq ($(NATIVE),0)
+export VOICEGW_NATIVE := 0
+endif
+NATIVE_SOURCES := $(wildcard gateway/rtp/*.py gateway/codecs/*.py gateway/transport/*.py) gateway/call_media.py
+$(VENV)/.native: $(VENV)/.installed build_native.py $(NATIVE_SOURCES) $(if $(filter 0,$(NATIVE)),FORCE,)
+	$(PY) build_native.py $(if $(filter 0,$(NATIVE)),--clean,)
+	$(if $(filter 0,$(NATIVE)),rm -f $@,touch $@)
+
+FORCE:
+
 run: install
 	$(PY) -m gateway serve $(if $(CONFIG),--config $(CONFIG),)
 
 lint: install
-	$(PY) -m ruff check gateway tests benchmarks
+	$(PY) -m ruff check gateway tests benchmarks build_native.py
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
@@ -73,4 +93,5 @@ fuzz: install
 	$(PY) -m fuzz.run --runs 2000000 --jobs 2
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build
+	$(PYTHON) build_native.py --clean
