@@ -5,13 +5,15 @@ both, and the result is the ratio of the medians. Standard library only: the sub
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Comparison", "alternate"]
+__all__ = ["Comparison", "alternate", "alternate_env"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +37,16 @@ def alternate(script: Path, args: list[str], baseline: Path, current: Path, roun
                                  check=True, capture_output=True, text=True).stdout.split()
             runs[source].append(float(out[-1]))
     return Comparison(runs[baseline], runs[current])
+
+
+def alternate_env(script: Path, args: list[str], baseline: Mapping[str, str], current: Mapping[str, str],
+                  rounds: int) -> Comparison:
+    """Like :func:`alternate`, for one tree run two ways: ``script *args`` under the ``baseline`` then the
+    ``current`` environment variables (e.g. ``VOICEGW_NATIVE=0`` against the compiled media path)."""
+    runs: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for i, extra in enumerate((baseline, current)):
+            out = subprocess.run([sys.executable, str(script), *args], env={**os.environ, **extra},
+                                 check=True, capture_output=True, text=True).stdout.split()
+            runs[i].append(float(out[-1]))
+    return Comparison(runs[0], runs[1])

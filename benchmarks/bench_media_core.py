@@ -18,6 +18,7 @@ figures taken side by side compare.
 
 Usage: .venv/bin/python benchmarks/bench_media_core.py [--iterations N] [--repeats R] [--no-write]
        .venv/bin/python benchmarks/bench_media_core.py --baseline DIR [--rounds K]
+       .venv/bin/python benchmarks/bench_media_core.py --native-ab [--rounds K]   (Python sources vs compiled)
 Writes benchmarks/results/media_core.md unless --no-write (the A/B mode writes nothing).
 """
 
@@ -41,7 +42,7 @@ SOURCE = Path(sys.argv[sys.argv.index("--source") + 1]) if "--source" in sys.arg
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(SOURCE))
 
-from ab import alternate  # noqa: E402 - benchmarks/ab.py
+from ab import alternate, alternate_env  # noqa: E402 - benchmarks/ab.py
 from machine import cpu_model, git_revision  # noqa: E402 - benchmarks/machine.py
 
 from gateway.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode  # noqa: E402
@@ -149,6 +150,15 @@ def compare(baseline: Path, iterations: int, repeats: int, rounds: int) -> None:
           f"({rounds} alternating rounds; baseline {baseline}, current {git_revision(MEASURED)} + working tree)")
 
 
+def compare_native(iterations: int, repeats: int, rounds: int) -> None:
+    """Echo path of this tree from its Python sources and compiled (build_native.py), alternating subprocesses."""
+    ab = alternate_env(Path(__file__), ["--echo-only", "--iterations", str(iterations), "--repeats", str(repeats)],
+                       {"VOICEGW_NATIVE": "0"}, {"VOICEGW_NATIVE": "1"}, rounds)
+    base, cur = statistics.median(ab.baseline), statistics.median(ab.current)
+    print(f"{ECHO_PATH}: Python {base:.2f} µs, compiled {cur:.2f} µs, compiled/Python {ab.ratio:.3f} "
+          f"({rounds} alternating rounds; {git_revision(MEASURED)})")
+
+
 def bench(iterations: int, repeats: int) -> list[tuple[str, float, float]]:
     wire = make_wire_packets(iterations)
     pcm_frame = tone_frame()
@@ -220,6 +230,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--baseline", type=Path, help="A/B: a directory holding an older gateway/ package")
     parser.add_argument("--rounds", type=int, default=5, help="A/B: alternating subprocess rounds")
+    parser.add_argument("--native-ab", action="store_true",
+                        help="A/B: this tree's media path as Python sources (VOICEGW_NATIVE=0) against compiled")
     parser.add_argument("--echo-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,6 +240,9 @@ def main() -> None:
         return
     if args.baseline is not None:
         compare(args.baseline, args.iterations, args.repeats, args.rounds)
+        return
+    if args.native_ab:
+        compare_native(args.iterations, args.repeats, args.rounds)
         return
 
     results = bench(args.iterations, args.repeats)

@@ -70,5 +70,15 @@ def describe_machine() -> str:
         sipp_version = "not installed"
     return (
         f"{cpu_model()}, {os.cpu_count()} logical CPUs, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, SIPp {sipp_version}, load average {load}"
+        f"Python {platform.python_version()}, SIPp {sipp_version}, media path {media_path()}, load average {load}"
     )
+
+
+def media_path() -> str:
+    """What the gateway processes a benchmark starts (same tree, same environment) run: the mypyc-compiled media
+    modules or their Python sources (gateway/native.py)."""
+    try:
+        from gateway.native import STATUS
+    except ImportError:
+        return "unknown"
+    return {"compiled": "compiled (mypyc)", "disabled": "Python (VOICEGW_NATIVE=0)"}.get(STATUS, f"Python ({STATUS})")
