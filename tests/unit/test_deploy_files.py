@@ -86,6 +86,7 @@ def test_dockerfile_is_slim_non_root_with_espeak_healthcheck_and_serve() -> None
     runs = " ".join(rest for word, rest in instructions if word == "RUN")
     assert re.search(r"apt-get install [^&]*\bespeak-ng\b", runs)
     assert re.search(r"pip install [^&]*(/tmp/voicegw|\s\.)", runs)
+    assert "build_native.py" in runs and "STATUS == 'compiled'" in runs  # the image runs the compiled media path
     (healthcheck,) = [rest for word, rest in instructions if word == "HEALTHCHECK"]
     assert "http://127.0.0.1:8080/healthz" in healthcheck
     exposed = " ".join(rest for word, rest in instructions if word == "EXPOSE").split()
@@ -115,14 +116,15 @@ def test_dockerignore_keeps_what_the_dockerfile_copies_and_nothing_heavy() -> No
              if line.strip() and not line.startswith("#")]
     copied = []
     for word, rest in _instructions():
-        if word == "COPY":
+        if word == "COPY" and "--from=" not in rest:  # COPY --from=<stage> copies out of the build stage
             copied += [src for src in rest.split()[:-1] if not src.startswith("--")]
     assert copied
     for src in copied:
         assert (REPO / src).exists(), src
         assert not _dockerignored(src, rules), f"{src} is copied but excluded by .dockerignore"
     assert not _dockerignored("gateway/app.py", rules)
-    for heavy in (".venv/bin/python", ".git/HEAD", "tests/unit/test_deploy_files.py", "var/voicegw.sqlite3"):
+    for heavy in (".venv/bin/python", ".git/HEAD", "tests/unit/test_deploy_files.py", "var/voicegw.sqlite3",
+                  "gateway/rtp/jitter.cpython-311-x86_64-linux-gnu.so", "gateway/_native_build.json"):
         assert _dockerignored(heavy, rules), heavy
 
 
