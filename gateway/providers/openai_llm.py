@@ -12,8 +12,15 @@ assistant schema, ``model.url`` "is the URL we'll use for the OpenAI client's ba
 goes to ``{url}/chat/completions`` (``https://openrouter.ai/api/v1`` -> ``.../api/v1/chat/completions``).
 See :func:`custom_llm`.
 
-Deadlines are applied to each wait on the response, never across a ``yield``: a timeout scope left open
-while the consumer holds the generator suspended would cancel the consumer's own work instead.
+The request body is sent as built, through the SDK client's ``post`` (its auth, base URL, headers, error
+classes and ``AsyncStream[ChatCompletionChunk]`` parsing) but without ``chat.completions.create``'s
+parameter transform, which walks the whole, growing message list with type introspection on every turn:
+our parameters are JSON values already, so the bytes on the wire are the same.
+
+One deadline scope covers the request and the read loop; it is moved to the total deadline when the first
+token arrives, and it is disarmed across every ``yield``: a timeout left armed while the consumer holds
+the generator suspended would cancel the consumer's own work instead. The generator is read from the
+task that started it (the scope cancels that task).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, RequestOptions
 from openai.types.chat import ChatCompletionChunk
 
 from gateway.providers.base import (
@@ -106,8 +113,8 @@ class OpenAiLlm:
     def request_params(
         self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSpec] = (), options: LlmOptions
     ) -> dict[str, Any]:
-        """The request body (less ``stream``) as sent; ``options.extra`` is merged into it last (keys the
-        SDK does not know travel as ``extra_body``)."""
+        """The request body (less ``stream``) as sent; ``options.extra`` is merged into it last, as
+        ``chat.completions.create(..., extra_body=...)`` would."""
         params: dict[str, Any] = {
             "model": options.model or DEFAULT_MODEL,
             "messages": [m.to_openai() for m in messages],
@@ -131,41 +138,55 @@ class OpenAiLlm:
         The first token (content or a tool call) must arrive within ``first_token_timeout`` and the whole
         reply within ``total_timeout``, else ``ProviderError(kind="timeout")``. Closing the iterator or
         cancelling its task closes the HTTP response."""
-        params = self.request_params(messages, tools=tools, options=options)
-        extra_body = {k: params.pop(k) for k in list(params) if k not in _SDK_PARAMS}
+        body = self.request_params(messages, tools=tools, options=options)
+        body["stream"] = True
         loop = asyncio.get_running_loop()
         started = loop.time()
         total_deadline = started + self.total_timeout
         deadline = min(started + self.first_token_timeout, total_deadline)
         response: openai.AsyncStream[ChatCompletionChunk] | None = None
+        reply = _ReplyAssembler()
+        scope = asyncio.timeout_at(deadline)
         try:
             try:
-                async with asyncio.timeout_at(deadline):
-                    response = await self._client.chat.completions.create(
-                        **params, extra_body=extra_body or None, stream=True
+                async with scope:
+                    response = await self._client.post(
+                        "/chat/completions",
+                        body=body,
+                        cast_to=ChatCompletionChunk,
+                        stream=True,
+                        stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                        options=_REQUEST_OPTIONS,
                     )
+                    chunks: AsyncIterator[ChatCompletionChunk] = response
+                    while reply.finish_reason is None:
+                        try:
+                            chunk = await anext(chunks)
+                        except StopAsyncIteration:
+                            # A stream that stops before a finish_reason is cut short, [DONE] or not.
+                            raise ProviderError(
+                                self.name, "protocol", "stream ended without a finish_reason"
+                            ) from None
+                        waiting_for_first = reply.first_token_at is None
+                        try:
+                            text = reply.add(chunk, loop.time())
+                        except (AttributeError, TypeError, ValueError) as exc:
+                            raise ProviderError(self.name, "protocol", f"unreadable chunk: {exc}") from None
+                        if waiting_for_first and reply.first_token_at is not None:
+                            deadline = total_deadline
+                            scope.reschedule(deadline)
+                        if text:
+                            scope.reschedule(None)  # the consumer's time is not ours to cancel
+                            yield TextDelta(text=text)
+                            scope.reschedule(deadline)
             except TimeoutError:
-                raise self._timeout("no first token (no response)", started) from None
-            chunks: AsyncIterator[ChatCompletionChunk] = response
-            reply = _ReplyAssembler()
-            while reply.finish_reason is None:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    # A stream that stops before a finish_reason is cut short, [DONE] or not.
-                    raise ProviderError(self.name, "protocol", "stream ended without a finish_reason") from None
-                except TimeoutError:
+                if not scope.expired():
+                    raise
+                if response is None:
+                    what = "no first token (no response)"
+                else:
                     what = "no first token" if reply.first_token_at is None else "reply not finished"
-                    raise self._timeout(what, started) from None
-                try:
-                    text = reply.add(chunk, loop.time())
-                except (AttributeError, TypeError, ValueError) as exc:
-                    raise ProviderError(self.name, "protocol", f"unreadable chunk: {exc}") from None
-                if reply.first_token_at is not None:
-                    deadline = total_deadline
-                if text:
-                    yield TextDelta(text=text)
+                raise self._timeout(what, started) from None
             if reply.calls:
                 yield ToolCallsDone(calls=reply.tool_calls())
             yield LlmDone(finish_reason=reply.finish_reason)
@@ -205,30 +226,9 @@ def custom_llm(
     )
 
 
-# The keyword arguments chat.completions.create takes that we may send; anything else goes in extra_body.
-_SDK_PARAMS = frozenset(
-    {
-        "model",
-        "messages",
-        "stream_options",
-        "temperature",
-        "max_tokens",
-        "max_completion_tokens",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "top_p",
-        "stop",
-        "seed",
-        "user",
-        "metadata",
-        "presence_penalty",
-        "frequency_penalty",
-        "response_format",
-        "reasoning_effort",
-        "service_tier",
-    }
-)
+# The request options chat.completions.create passes: the API key is the credential (bearer auth only; the
+# client's default also admits the admin key, which chat completions do not use).
+_REQUEST_OPTIONS: RequestOptions = {"security": {"bearer_auth": True}}
 
 
 def _tool_param(tool: ToolSpec) -> dict[str, Any]:
