@@ -66,7 +66,7 @@ typecheck: lint
 # on the wire) run one at a time so they never compete for the CPU with each other.
 test: install lint
 	$(PY) -m pytest -n auto tests/unit
-	$(PY) -m pytest tests/integration
+	$(PY) -m pytest --durations=10 tests/integration
 
 # Each benchmark writes its figures (and the command that produced them) under benchmarks/results/.
 # The soak runs at half the echo knee (benchmarks/results/echo.md); `make bench SOAK_MINUTES=1` for a short one.
