@@ -39,6 +39,7 @@ from benchmarks.harness import (
     histogram_buckets,
     install_signal_handlers,
     markdown_table,
+    metric_value,
     percentile,
     plot_cdf,
     plot_lines,
@@ -67,6 +68,7 @@ class EchoStep:
     calls: int
     up: int = 0
     failed: int = 0
+    shed: int = 0  # INVITEs the gateway refused with 503 + Retry-After (load shedding; counted in failed)
     cpu_core_pct: float = math.nan
     rss_mb: float = math.nan
     setup_ms: list[float] = field(default_factory=list)
@@ -84,7 +86,7 @@ class EchoStep:
         return self.cpu_core_pct / self.calls
 
     def row(self) -> list[str]:
-        return [str(self.calls), str(self.up), str(self.failed), fmt(self.cpu_core_pct),
+        return [str(self.calls), str(self.up), str(self.failed), str(self.shed), fmt(self.cpu_core_pct),
                 fmt(self.cpu_per_call_pct, 3), fmt(self.rss_mb), fmt(percentile(self.setup_ms, 0.5)),
                 fmt(percentile(self.setup_ms, 0.95)), fmt(percentile(self.setup_ms, 0.99)),
                 fmt(self.send_p50_ms, 2), fmt(self.send_p99_ms, 2), fmt(self.interval_p50_ms, 2),
@@ -92,7 +94,7 @@ class EchoStep:
                 fmt(self.lag_p99_ms), self.error or "ok"]
 
 
-HEADERS = ["calls", "up", "failed", "CPU % of a core", "CPU % per call", "RSS MB", "setup p50 ms",
+HEADERS = ["calls", "up", "failed", "of which shed (503)", "CPU % of a core", "CPU % per call", "RSS MB", "setup p50 ms",
            "setup p95 ms", "setup p99 ms", "send p50 ms", "send p99 ms", "interval jitter p50 ms", "interval jitter p99 ms", "rx loss %", "loop lag p99 ms <=",
            "status"]
 
@@ -137,6 +139,8 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float =
                     step.error = "SIPp did not finish in time"
                 step.failed = run.failed()
                 step.setup_ms = run.setup_times_ms()
+                shed = metric_value(scrape(gw.http_port), "voicegw_sip_invites_total", {"outcome": "overloaded"})
+                step.shed = 0 if math.isnan(shed) else int(shed)
             ended = gw.logs("media_stats")
             received = sum(int(str(line.get("rx_packets_received", 0))) for line in ended)
             lost = sum(int(str(line.get("rx_cumulative_lost", 0))) for line in ended)
@@ -158,6 +162,7 @@ def median_step(runs: list[EchoStep]) -> EchoStep:
         calls=runs[0].calls,
         up=min(s.up for s in runs),
         failed=max(s.failed for s in runs),
+        shed=max(s.shed for s in runs),
         cpu_core_pct=med([s.cpu_core_pct for s in runs]),
         rss_mb=med([s.rss_mb for s in runs]),
         setup_ms=[ms for s in runs for ms in s.setup_ms],
@@ -224,7 +229,7 @@ def main() -> None:
     sections = [markdown_table(HEADERS, [s.row() for s in steps])]
     if args.repeat > 1:
         sections.append(f"Every run (the table above takes the median of each column over these {args.repeat}; "
-                        "failed and status are the worst run's):")
+                        "failed, shed and status are the worst run's):")
         sections.append(markdown_table(["run", *HEADERS], [[str(i // len(args.calls) + 1), *s.row()]
                                                           for i, s in enumerate(runs)]))
     sections.append(notes)
