@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from gateway.pipeline.factory import ProviderPool
 from gateway.registration import Registrations
 from gateway.reload import Reloader
 from gateway.store import Store, StoreError
+from gateway.transport.pacer import Pacer
 from gateway.transport.playout import PlayoutScheduler
 from gateway.ua import AnnouncedAddressError, UserAgent
 from gateway.webhooks import Webhooks
@@ -39,6 +41,8 @@ EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # thousands of short-lived objects, and every young collection that runs adds to the count that triggers a
 # full one (which walks every live SIP transaction held for Timer J).
 GC_YOUNG_THRESHOLD = 10_000
+# Seconds a thread may hold the GIL while another waits for it (CPython default 0.005), with the RTP pacer.
+PACER_SWITCH_INTERVAL = 0.001
 
 
 def ephemeral_overlap(port_min: int, port_max: int, source: Path = EPHEMERAL_PORTS) -> tuple[int, int] | None:
@@ -81,7 +85,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
     async with asyncio.TaskGroup() as tasks:
         ua = UserAgent(config, metrics, tasks)
         playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics, precise_clock=time.monotonic,
-                                   on_tick=ua.on_playout_tick)
+                                   on_tick=ua.on_playout_tick, pacer=Pacer.create(asyncio.get_running_loop()))
         providers = ProviderPool(config.providers)
         calls = CallManager(config, ua, metrics, tasks, playout=playout, providers=providers)
         registrations = Registrations(config, ua, metrics, tasks)
@@ -173,6 +177,17 @@ def _settle_garbage_collector(started: asyncio.Future[Gateway]) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def _settle_switch_interval(started: asyncio.Future[Gateway]) -> None:
+    """With the RTP pacer (``voicegw serve`` process only: process-wide), the pacer thread needs the GIL briefly
+    once per tick, between its batch being handed over and the tick's deadline (the scheduler's 5 ms lead): a busy
+    loop thread must yield it sooner than CPython's default 5 ms switch interval."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    playout = started.result().calls.playout
+    if playout is not None and playout.pacer is not None:
+        sys.setswitchinterval(PACER_SWITCH_INTERVAL)
+
+
 def run(config: GatewayConfig, config_path: str | Path | None = None) -> int:
     """Entry point of ``voicegw serve``: uvloop where available, SIGINT/SIGTERM wired to a graceful stop and
     SIGHUP to a reload of ``config_path`` (None: the embedded default config)."""
@@ -188,6 +203,7 @@ def run(config: GatewayConfig, config_path: str | Path | None = None) -> int:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[Gateway] = loop.create_future()
         ready.add_done_callback(_settle_garbage_collector)
+        ready.add_done_callback(_settle_switch_interval)
         server = asyncio.ensure_future(serve(config, ready=ready))
         stop_requests = 0
 

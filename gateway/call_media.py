@@ -566,7 +566,10 @@ class CallMedia:
         if data is None or self._pending_tick != tick:
             return
         self._pending = None
-        if self.endpoint.send(data):
+        playout = self.playout
+        batch = playout.batch if playout is not None else None
+        if (self.endpoint.send(data) if batch is None or playout is None or playout.pacer is None
+                else self.endpoint.send_paced(data, batch, playout.pacer)):
             # Hot path: plain ints here, added to the metrics about once a second (flush_metrics).
             self._sent_packets += 1
             self._sent_bytes += len(data)

@@ -62,7 +62,8 @@ def decide(manifest: Path, root: Path, environ: Mapping[str, str]) -> tuple[str,
         warnings.warn(f"voicegw: unreadable {manifest} ({exc!r}); using the Python media path",
                       RuntimeWarning, stacklevel=2)
         return "python", {}, []
-    paths = {_module_name(source): root / source for source in recorded}
+    # .py sources have a compiled twin to bypass; C helpers (hashed too) are used only while "compiled"
+    paths = {_module_name(source): root / source for source in recorded if source.endswith(".py")}
     if environ.get("VOICEGW_NATIVE", "1") == "0":
         return "disabled", paths, []
     changed = []

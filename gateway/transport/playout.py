@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
 from gateway.rtp.packet import RtpPacket
+from gateway.transport.pacer import Datagram, Pacer
 
 _pack_header = struct.Struct("!BBHII").pack  # RFC 3550 §5.1 fixed header: V=2, no P/X/CC
 
@@ -89,6 +90,7 @@ class PlayoutScheduler:
         report_every: int = 500,
         precise_clock: Callable[[], float] | None = None,
         on_tick: Callable[[float, int, float], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         if interval <= 0 or not 0 <= lead < interval:
             raise ValueError("need interval > 0 and 0 <= lead < interval")
@@ -114,6 +116,10 @@ class PlayoutScheduler:
         self._report_every = report_every
         self._since_report = 0
         self._log = get_logger("playout")
+        # With a pacer, each stream's send() at prepare time adds its datagram to ``batch`` (not None only
+        # then) and the pacer's thread sends the batch at the deadline: no send timer on the loop.
+        self.pacer = pacer
+        self.batch: list[Datagram] | None = None
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -156,6 +162,8 @@ class PlayoutScheduler:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self.pacer is not None:
+            self.pacer.close()
 
     def _schedule_prepare(self) -> None:
         self._handle = self._loop.call_at(self.tick_time(self._tick) - self.lead, self._on_prepare)
@@ -174,10 +182,25 @@ class PlayoutScheduler:
             self._skipped_before = behind
         tick = self._tick
         prepare_at = self.tick_time(tick) - self.lead
-        for stream in list(self._streams):
+        streams = list(self._streams)
+        for stream in streams:
             stream.prepare(tick, prepare_at)
-        self._prepared = tick
-        self._handle = self._loop.call_at(self.tick_time(tick), self._on_send)
+        pacer = self.pacer
+        if pacer is None:
+            self._prepared = tick
+            self._handle = self._loop.call_at(self.tick_time(tick), self._on_send)
+            return
+        batch: list[Datagram] = []
+        self.batch = batch
+        try:
+            for stream in streams:
+                stream.send(tick)
+        finally:
+            self.batch = None
+        deadline = self.tick_time(tick)
+        pacer.submit(deadline, batch)
+        # what the load monitor hears: how late the batch was handed over (0 when before its deadline)
+        self._sent(tick, max(0.0, self._precise() - deadline))
 
     def _on_send(self) -> None:
         if not self._running:
@@ -187,7 +210,10 @@ class PlayoutScheduler:
         self._prepared = None
         for stream in list(self._streams):
             stream.send(tick)
-        lateness = self._precise() - self.tick_time(tick)
+        self._sent(tick, self._precise() - self.tick_time(tick))
+
+    def _sent(self, tick: int, lateness: float) -> None:
+        """After a tick's sends (or their hand-over to the pacer): timing, the tick hook, the next prepare."""
         self._lateness.append(lateness)
         if self._metrics is not None:
             self._metrics.playout_lateness_seconds.observe(max(0.0, lateness))

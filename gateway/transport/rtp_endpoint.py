@@ -35,6 +35,7 @@ from gateway.observability.logging import get_logger
 from gateway.observability.metrics import Metrics
 from gateway.rtp.packet import RtpPacket, RtpParseError, is_rtcp, seq_distance
 from gateway.sdp.crypto import SrtpKeying
+from gateway.transport.pacer import Datagram, Pacer
 from gateway.transport.srtp import SrtpContext
 
 Addr = tuple[str, int]
@@ -113,6 +114,9 @@ class RtpEndpoint:
         self._learn_packets = max(1, learn_packets)
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
+        self._fd = -1  # the RTP socket's descriptor, for sends handed to the pacer (-1: send from the loop)
+        self._paced_remote: Addr | None = None  # the destination _paced_addr was packed for
+        self._paced_addr: bytes | None = None
         self.signalled: Addr | None = None
         self.signalled_rtcp: Addr | None = None
         self.latched: Addr | None = None
@@ -134,6 +138,8 @@ class RtpEndpoint:
         self._rtp, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self._datagram, self._icmp_error), local_addr=(self.host, self.port)
         )
+        sock = self._rtp.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         try:
             self._rtcp, _ = await loop.create_datagram_endpoint(
                 lambda: _Protocol(self._rtcp_datagram, self._icmp_error), local_addr=(self.host, self.port + 1)
@@ -151,6 +157,7 @@ class RtpEndpoint:
             if transport is not None:
                 transport.close()
         self._rtp = self._rtcp = None
+        self._fd = -1
         # the callbacks are the owner's bound methods: dropping them breaks the owner <-> endpoint cycle
         self._on_rtp = _closed_rtp
         self._on_rtcp = _closed_rtcp
@@ -318,6 +325,28 @@ class RtpEndpoint:
                 return False
             data = protected
         self._rtp.sendto(data, remote)
+        self.counters["sent"] += 1
+        return True
+
+    def send_paced(self, data: bytes, batch: list[Datagram], pacer: Pacer) -> bool:
+        """Like :meth:`send`, but the datagram joins ``batch``, which the playout scheduler hands to ``pacer``
+        to leave at the tick's deadline (sent from the loop at once if the destination is not an IP literal)."""
+        remote = self.remote
+        if self._rtp is None or remote is None or remote[1] == 0:
+            return False
+        if self.srtp is not None:
+            protected = self.srtp.protect(data)
+            if protected is None:
+                return False
+            data = protected
+        if remote != self._paced_remote:
+            self._paced_remote = remote
+            self._paced_addr = pacer.sockaddr(remote[0], remote[1])
+        addr = self._paced_addr
+        if addr is None or self._fd < 0:
+            self._rtp.sendto(data, remote)
+        else:
+            batch.append((self._fd, data, addr))
         self.counters["sent"] += 1
         return True
 

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from gateway.app import GC_YOUNG_THRESHOLD, _settle_garbage_collector
+from gateway.app import (
+    GC_YOUNG_THRESHOLD,
+    PACER_SWITCH_INTERVAL,
+    _settle_garbage_collector,
+    _settle_switch_interval,
+)
 
 
 @pytest.fixture
@@ -55,3 +61,24 @@ def test_a_gateway_that_did_not_start_leaves_the_collector_alone() -> None:
         _settle_garbage_collector(failed)  # type: ignore[arg-type]
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
+
+
+class _Started:
+    """The part of a started Gateway the switch-interval setting reads."""
+
+    def __init__(self, pacer: object | None) -> None:
+        self.calls = type("Calls", (), {"playout": type("Playout", (), {"pacer": pacer})()})()
+
+
+def test_with_the_rtp_pacer_a_busy_loop_yields_the_gil_within_a_millisecond() -> None:
+    interval = sys.getswitchinterval()
+    try:
+        _settle_switch_interval(_future(_Started(pacer=None)))  # type: ignore[arg-type]
+        assert sys.getswitchinterval() == interval  # no pacer (the Python media path): CPython's default stays
+        _settle_switch_interval(_future(error=OSError("address in use")))  # type: ignore[arg-type]
+        assert sys.getswitchinterval() == interval
+        _settle_switch_interval(_future(_Started(pacer=object())))  # type: ignore[arg-type]
+        assert sys.getswitchinterval() == pytest.approx(PACER_SWITCH_INTERVAL)
+        assert PACER_SWITCH_INTERVAL < interval
+    finally:
+        sys.setswitchinterval(interval)

@@ -1,0 +1,175 @@
+"""The RTP pacer (gateway/transport/pacer.py, _pacer.c): a tick's datagrams leave at its deadline from a thread,
+the playout scheduler hands them over at prepare time, and the endpoint packs each destination once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from gateway import native
+from gateway.transport.pacer import Datagram, Pacer
+from gateway.transport.playout import PlayoutScheduler
+from gateway.transport.rtp_endpoint import RtpEndpoint
+from tests.unit.test_playout import FakeLoop
+
+PYTHON_ONLY = os.environ.get("VOICEGW_NATIVE") == "0"
+
+
+def _udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def test_the_pacer_runs_with_the_compiled_media_path_only() -> None:
+    async def main() -> Pacer | None:
+        return Pacer.create(asyncio.get_running_loop())
+
+    pacer = asyncio.run(main())
+    try:
+        if PYTHON_ONLY or native.STATUS != "compiled":
+            assert pacer is None
+        else:
+            assert pacer is not None
+    finally:
+        if pacer is not None:
+            pacer.close()
+
+
+@pytest.fixture
+def pacer() -> Any:
+    if native.STATUS != "compiled":
+        pytest.skip("the pacer is part of the compiled media path (VOICEGW_NATIVE=0 runs without it)")
+    loop = asyncio.new_event_loop()
+    created = Pacer.create(loop)
+    assert created is not None
+    yield created, loop
+    created.close()
+    loop.close()
+
+
+def test_a_batch_leaves_at_its_deadline_not_before(pacer: Any) -> None:
+    p, _ = pacer
+    sender, receiver = _udp(), _udp()
+    receiver.settimeout(2.0)
+    addr = p.sockaddr(*receiver.getsockname())
+    deadline = time.monotonic() + 0.05
+    p.submit(deadline, [(sender.fileno(), b"first", addr), (sender.fileno(), b"second", addr)])
+    got = [receiver.recv(100), receiver.recv(100)]
+    arrived = time.monotonic()
+    assert got == [b"first", b"second"]  # in the order handed over
+    assert arrived >= deadline  # the thread slept until the deadline: never early
+    sender.close()
+    receiver.close()
+
+
+def test_refused_datagrams_are_counted_by_errno_on_the_loop(pacer: Any) -> None:
+    p, loop = pacer
+    sender, receiver = _udp(), _udp()
+    receiver.settimeout(2.0)
+    good = p.sockaddr(*receiver.getsockname())
+    v6 = p.sockaddr("::1", 9)  # an IPv6 destination through an IPv4 socket: EAFNOSUPPORT
+    p.submit(time.monotonic(), [(sender.fileno(), b"x", v6), (sender.fileno(), b"ok", good)])
+    assert receiver.recv(100) == b"ok"  # one refusal does not stop the rest of the batch
+
+    async def settle() -> None:
+        for _ in range(100):
+            if p.failed:
+                return
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(settle())
+    assert p.failed == {"EAFNOSUPPORT": 1}
+    sender.close()
+    receiver.close()
+
+
+def test_sockaddr_takes_ip_literals_only(pacer: Any) -> None:
+    p, _ = pacer
+    assert p.sockaddr("127.0.0.1", 5004) is not None and p.sockaddr("::1", 5004) is not None
+    assert p.sockaddr("sip.example.net", 5004) is None
+    assert p.sockaddr("127.0.0.1", 70000) is None
+
+
+class FakePacer:
+    def __init__(self) -> None:
+        self.submitted: list[tuple[float, list[Datagram]]] = []
+        self.closed = False
+
+    def submit(self, deadline: float, datagrams: list[Datagram]) -> None:
+        self.submitted.append((deadline, datagrams))
+
+    def sockaddr(self, host: str, port: int) -> bytes | None:
+        return f"{host}:{port}".encode() if host[0].isdigit() else None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BatchStream:
+    def __init__(self, scheduler: PlayoutScheduler, name: bytes) -> None:
+        self.scheduler = scheduler
+        self.name = name
+
+    def prepare(self, tick: int, now: float) -> None:
+        pass
+
+    def send(self, tick: int) -> None:
+        assert self.scheduler.batch is not None  # sends happen only while the scheduler collects them
+        self.scheduler.batch.append((3, self.name + str(tick).encode(), b""))
+
+
+def test_with_a_pacer_the_scheduler_hands_each_tick_over_at_prepare_time() -> None:
+    loop = FakeLoop()
+    fake = FakePacer()
+    ticks: list[float] = []
+    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=fake,  # type: ignore[arg-type]
+                                 on_tick=lambda lateness, skipped, now: ticks.append(lateness))
+    scheduler.add(BatchStream(scheduler, b"a"))
+    scheduler.add(BatchStream(scheduler, b"b"))
+    loop.run_until(loop.now + 0.1)
+    assert len(fake.submitted) >= 4
+    for tick, (deadline, batch) in enumerate(fake.submitted):
+        assert deadline == pytest.approx(scheduler.tick_time(tick))
+        assert [d[1] for d in batch] == [b"a%d" % tick, b"b%d" % tick]
+    assert set(ticks) == {0.0}  # handed over before every deadline
+    assert scheduler.batch is None
+    # one timer per tick (the prepare): no send timer on the loop
+    assert loop.timers_armed == len(fake.submitted) + 1
+    scheduler.close()
+    assert fake.closed
+
+
+def test_the_endpoint_queues_paced_datagrams_and_packs_each_destination_once() -> None:
+    async def main() -> None:
+        fake = FakePacer()
+        calls: list[tuple[str, int]] = []
+        original = fake.sockaddr
+
+        def counting(host: str, port: int) -> bytes | None:
+            calls.append((host, port))
+            return original(host, port)
+
+        fake.sockaddr = counting  # type: ignore[method-assign]
+        endpoint = RtpEndpoint("127.0.0.1", 0, on_rtp=lambda p, n: None, on_rtcp=lambda d, n: None)
+        await endpoint.open()
+        try:
+            endpoint.set_remote(("127.0.0.1", 40000))
+            batch: list[Datagram] = []
+            assert endpoint.send_paced(b"one", batch, fake)  # type: ignore[arg-type]
+            assert endpoint.send_paced(b"two", batch, fake)  # type: ignore[arg-type]
+            assert [(d[1], d[2]) for d in batch] == [(b"one", b"127.0.0.1:40000"), (b"two", b"127.0.0.1:40000")]
+            assert batch[0][0] > 2 and calls == [("127.0.0.1", 40000)]
+            assert endpoint.counters["sent"] == 2
+        finally:
+            endpoint.close()
+        batch = []
+        assert not endpoint.send_paced(b"late", batch, fake)  # type: ignore[arg-type]  # closed: nothing queued
+        assert batch == []
+
+    asyncio.run(main())
