@@ -71,7 +71,7 @@ test: install lint
 # Each benchmark writes its figures (and the command that produced them) under benchmarks/results/.
 # The soak runs at half the echo knee (benchmarks/results/echo.md); `make bench SOAK_MINUTES=1` for a short one.
 SOAK_MINUTES ?= 10
-SOAK_CALLS ?= 150
+SOAK_CALLS ?= 250
 # The load ramps repeat REPEAT times (fresh gateways) and report medians: single runs on a shared machine differ
 # by more than most changes.
 REPEAT ?= 3
@@ -80,8 +80,8 @@ bench: install
 	$(PY) benchmarks/bench_media_core.py
 	$(PY) benchmarks/bench_jitter.py
 	$(PY) benchmarks/bench_signalling.py --rates 100 200 250 300 350 400 --seconds 12 --repeat $(REPEAT)
-	$(PY) benchmarks/bench_echo.py --calls 100 200 300 400 --seconds 40 --repeat $(REPEAT)
-	$(PY) benchmarks/bench_conversation.py --calls 30 60 90 --seconds 25
+	$(PY) benchmarks/bench_echo.py --calls 100 200 300 400 500 --seconds 40 --repeat $(REPEAT)
+	$(PY) benchmarks/bench_conversation.py --calls 60 90 120 150 --seconds 25
 	$(PY) benchmarks/bench_soak.py --minutes $(SOAK_MINUTES) --calls $(SOAK_CALLS)
 	$(PY) -m pytest -m slow -p no:cacheprovider -o addopts="" tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
