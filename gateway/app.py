@@ -43,12 +43,12 @@ EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 GC_YOUNG_THRESHOLD = 10_000
 # Seconds a thread may hold the GIL while another waits for it (CPython default 0.005), with the RTP pacer.
 PACER_SWITCH_INTERVAL = 0.001
-# How long before each 20 ms deadline the calls' frames are prepared. Sent from a loop timer, the packets wait
-# for the deadline's timer anyway, so the lead only has to cover the preparing. Handed to the pacer, a batch
-# must be handed over before its deadline even when the prepare timer itself ran late behind a burst of
-# received packets (one from every call, ~3 ms at 400 calls): 10 ms, at the cost of 5 ms more playout delay.
-LOOP_SEND_LEAD = 0.005
-PACED_LEAD = 0.010
+# How long before each 20 ms deadline the calls' frames are prepared: 5 ms. Handed to the pacer, a batch must
+# reach it before its deadline even when the prepare timer itself ran late behind a burst of received packets
+# (one from every call, ~3 ms at 400 calls): the scheduler then prepares 10 ms ahead until 10 s of ticks would
+# have made it at 5 ms again (the shorter lead leaves less audio to play out after a barge-in).
+SEND_LEAD = 0.005
+PACED_MAX_LEAD = 0.010
 
 
 def ephemeral_overlap(port_min: int, port_max: int, source: Path = EPHEMERAL_PORTS) -> tuple[int, int] | None:
@@ -92,8 +92,8 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
         ua = UserAgent(config, metrics, tasks)
         pacer = Pacer.create(asyncio.get_running_loop())
         playout = PlayoutScheduler(asyncio.get_running_loop(), metrics=metrics, precise_clock=time.monotonic,
-                                   on_tick=ua.on_playout_tick, pacer=pacer,
-                                   lead=PACED_LEAD if pacer is not None else LOOP_SEND_LEAD)
+                                   on_tick=ua.on_playout_tick, pacer=pacer, lead=SEND_LEAD,
+                                   max_lead=PACED_MAX_LEAD if pacer is not None else None)
         providers = ProviderPool(config.providers)
         calls = CallManager(config, ua, metrics, tasks, playout=playout, providers=providers)
         registrations = Registrations(config, ua, metrics, tasks)
@@ -187,7 +187,7 @@ def _settle_garbage_collector(started: asyncio.Future[Gateway]) -> None:
 
 def _settle_switch_interval(started: asyncio.Future[Gateway]) -> None:
     """With the RTP pacer (``voicegw serve`` process only: process-wide), the pacer thread needs the GIL briefly
-    once per tick, between its batch being handed over and the tick's deadline (PACED_LEAD ahead at most): a busy
+    once per tick, between its batch being handed over and the tick's deadline (PACED_MAX_LEAD ahead at most): a busy
     loop thread must yield it sooner than CPython's default 5 ms switch interval."""
     if started.cancelled() or started.exception() is not None:
         return

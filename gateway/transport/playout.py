@@ -37,6 +37,8 @@ from gateway.transport.pacer import Datagram, Pacer
 
 _pack_header = struct.Struct("!BBHII").pack  # RFC 3550 §5.1 fixed header: V=2, no P/X/CC
 
+_HANDOVER_MARGIN = 0.001  # seconds a batch should reach the pacer before its deadline at the short lead
+
 __all__ = [
     "LoopClock",
     "OutboundRtp",
@@ -91,9 +93,13 @@ class PlayoutScheduler:
         precise_clock: Callable[[], float] | None = None,
         on_tick: Callable[[float, int, float], None] | None = None,
         pacer: Pacer | None = None,
+        max_lead: float | None = None,
+        calm_ticks: int = 500,
     ) -> None:
         if interval <= 0 or not 0 <= lead < interval:
             raise ValueError("need interval > 0 and 0 <= lead < interval")
+        if max_lead is not None and not lead <= max_lead < interval:
+            raise ValueError("need lead <= max_lead < interval")
         self._loop = loop
         self.interval = interval
         self.lead = lead
@@ -120,6 +126,14 @@ class PlayoutScheduler:
         # then) and the pacer's thread sends the batch at the deadline: no send timer on the loop.
         self.pacer = pacer
         self.batch: list[Datagram] | None = None
+        # Adaptive lead (with a pacer): ``lead`` while every batch is handed over with a millisecond to spare,
+        # ``max_lead`` from the first one that is not (a prepare timer delayed behind a burst of received
+        # packets) until ``calm_ticks`` ticks in a row would have made it at ``lead`` again. A short lead is
+        # less audio already handed over when a barge-in stops the assistant; a long one never sends late.
+        self._min_lead = lead
+        self._max_lead = max_lead if max_lead is not None else lead
+        self._calm_ticks = calm_ticks
+        self._calm = 0
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -199,8 +213,22 @@ class PlayoutScheduler:
             self.batch = None
         deadline = self.tick_time(tick)
         pacer.submit(deadline, batch)
+        handed = self._precise()
+        self._adapt_lead(handed - prepare_at)
         # what the load monitor hears: how late the batch was handed over (0 when before its deadline)
-        self._sent(tick, max(0.0, self._precise() - deadline))
+        self._sent(tick, max(0.0, handed - deadline))
+
+    def _adapt_lead(self, spent: float) -> None:
+        """``spent``: from the moment this tick's prepare was due to its hand-over (timer delay + preparing)."""
+        if self._max_lead == self._min_lead:
+            return
+        if spent > self._min_lead - _HANDOVER_MARGIN:
+            self._calm = 0
+            self.lead = self._max_lead
+        elif self.lead != self._min_lead:
+            self._calm += 1
+            if self._calm >= self._calm_ticks:
+                self.lead = self._min_lead
 
     def _on_send(self) -> None:
         if not self._running:

@@ -173,3 +173,46 @@ def test_the_endpoint_queues_paced_datagrams_and_packs_each_destination_once() -
         assert batch == []
 
     asyncio.run(main())
+
+
+class LeadProbe(BatchStream):
+    def __init__(self, scheduler: PlayoutScheduler) -> None:
+        super().__init__(scheduler, b"x")
+        self.leads: list[float] = []  # per tick: how far ahead of its deadline it was prepared
+
+    def prepare(self, tick: int, now: float) -> None:
+        self.leads.append(round(self.scheduler.tick_time(tick) - now, 6))
+
+
+def test_the_lead_grows_when_a_batch_is_nearly_late_and_shrinks_after_calm_ticks() -> None:
+    delays = {"prepare": 0.0}
+    loop = FakeLoop(lag=lambda when: delays["prepare"])
+    scheduler = PlayoutScheduler(loop, lead=0.005, max_lead=0.010, calm_ticks=10, pacer=FakePacer(),  # type: ignore[arg-type]
+                                 precise_clock=loop.time)
+    probe = LeadProbe(scheduler)
+    scheduler.add(probe)
+    loop.run_until(loop.now + 0.2)  # 10 ticks handed over at once: the short lead holds
+    assert set(probe.leads) == {0.005}
+    delays["prepare"] = 0.0045  # the prepare timer now runs 4.5 ms late: under a millisecond to spare at 5 ms
+    loop.run_until(loop.now + 0.1)
+    assert probe.leads[-1] == 0.010 and 0.005 in probe.leads[10:12]  # grown after the first near-late tick
+    delays["prepare"] = 0.0
+    loop.run_until(loop.now + 0.1)
+    assert probe.leads[-1] == 0.010  # not yet 10 calm ticks
+    loop.run_until(loop.now + 0.2)
+    assert probe.leads[-1] == 0.005  # calm again: back to the short lead
+    fake = scheduler.pacer
+    assert isinstance(fake, FakePacer)
+    # every tick was handed over once, with its own deadline, whatever the lead
+    deadlines = [deadline for deadline, _ in fake.submitted]
+    assert deadlines == [pytest.approx(scheduler.tick_time(i)) for i in range(len(deadlines))]
+
+
+def test_without_max_lead_the_lead_never_moves() -> None:
+    delays = {"prepare": 0.0045}
+    loop = FakeLoop(lag=lambda when: delays["prepare"])
+    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=FakePacer(), precise_clock=loop.time)  # type: ignore[arg-type]
+    probe = LeadProbe(scheduler)
+    scheduler.add(probe)
+    loop.run_until(loop.now + 0.2)
+    assert set(probe.leads) == {0.005}
