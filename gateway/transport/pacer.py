@@ -18,7 +18,9 @@ by ``errno`` name in ``failed`` and reported through ``on_failed`` on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -51,7 +53,8 @@ class Pacer:
         self._helper = helper
         self._loop = loop
         self._on_failed = on_failed
-        self._jobs: queue.SimpleQueue[tuple[int, list[Datagram]] | None] = queue.SimpleQueue()
+        # a batch (deadline in ns, datagrams), a descriptor to close after the batches before it, or the end
+        self._jobs: queue.SimpleQueue[tuple[int, list[Datagram]] | int | None] = queue.SimpleQueue()
         # started by the first batch, so a gateway that fails to start never leaves a thread behind
         self._thread = threading.Thread(target=self._run, name="rtp-pacer", daemon=True)
         self._closed = False
@@ -82,6 +85,16 @@ class Pacer:
                 self._thread.start()
             self._jobs.put((round(deadline * 1e9), datagrams))
 
+    def release(self, fd: int) -> None:
+        """Close ``fd`` once every batch handed over before has been sent (a socket's duplicate descriptor,
+        given up by its endpoint: until then no other socket or file can get its number while a send on it is
+        pending)."""
+        if self._thread.is_alive() and not self._closed:
+            self._jobs.put(fd)
+        else:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def close(self) -> None:
         """Stop the thread after the batches already submitted (at most one tick's wait)."""
         self._closed = True
@@ -92,6 +105,10 @@ class Pacer:
     def _run(self) -> None:
         send_at = self._helper.send_at
         while (job := self._jobs.get()) is not None:
+            if isinstance(job, int):
+                with contextlib.suppress(OSError):
+                    os.close(job)
+                continue
             failed = send_at(job[0], job[1])
             if failed:
                 counts: dict[str, int] = {}

@@ -26,6 +26,7 @@ the call.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -114,7 +115,11 @@ class RtpEndpoint:
         self._learn_packets = max(1, learn_packets)
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
-        self._fd = -1  # the RTP socket's descriptor, for sends handed to the pacer (-1: send from the loop)
+        # A duplicate of the RTP socket's descriptor for sends handed to the pacer, made at the first one. Its
+        # thread may send up to a lead after the loop closed the socket: it closes the duplicate itself, after
+        # every batch handed over before (Pacer.release), so the number is never reused under a pending send.
+        self._paced_fd = -1
+        self._pacer: Pacer | None = None
         self._paced_remote: Addr | None = None  # the destination _paced_addr was packed for
         self._paced_addr: bytes | None = None
         self.signalled: Addr | None = None
@@ -138,8 +143,6 @@ class RtpEndpoint:
         self._rtp, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self._datagram, self._icmp_error), local_addr=(self.host, self.port)
         )
-        sock = self._rtp.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
         try:
             self._rtcp, _ = await loop.create_datagram_endpoint(
                 lambda: _Protocol(self._rtcp_datagram, self._icmp_error), local_addr=(self.host, self.port + 1)
@@ -157,7 +160,10 @@ class RtpEndpoint:
             if transport is not None:
                 transport.close()
         self._rtp = self._rtcp = None
-        self._fd = -1
+        if self._pacer is not None and self._paced_fd >= 0:
+            self._pacer.release(self._paced_fd)
+        self._paced_fd = -1
+        self._pacer = None
         # the callbacks are the owner's bound methods: dropping them breaks the owner <-> endpoint cycle
         self._on_rtp = _closed_rtp
         self._on_rtcp = _closed_rtcp
@@ -343,10 +349,14 @@ class RtpEndpoint:
             self._paced_remote = remote
             self._paced_addr = pacer.sockaddr(remote[0], remote[1])
         addr = self._paced_addr
-        if addr is None or self._fd < 0:
+        if self._pacer is None:
+            sock = self._rtp.get_extra_info("socket")
+            self._paced_fd = os.dup(sock.fileno()) if sock is not None else -1
+            self._pacer = pacer
+        if addr is None or self._paced_fd < 0:
             self._rtp.sendto(data, remote)
         else:
-            batch.append((self._fd, data, addr))
+            batch.append((self._paced_fd, data, addr))
         self.counters["sent"] += 1
         return True
 

@@ -100,6 +100,11 @@ class FakePacer:
     def __init__(self) -> None:
         self.submitted: list[tuple[float, list[Datagram]]] = []
         self.closed = False
+        self.released: list[int] = []
+
+    def release(self, fd: int) -> None:
+        self.released.append(fd)
+        os.close(fd)
 
     def submit(self, deadline: float, datagrams: list[Datagram]) -> None:
         self.submitted.append((deadline, datagrams))
@@ -166,8 +171,12 @@ def test_the_endpoint_queues_paced_datagrams_and_packs_each_destination_once() -
             assert [(d[1], d[2]) for d in batch] == [(b"one", b"127.0.0.1:40000"), (b"two", b"127.0.0.1:40000")]
             assert batch[0][0] > 2 and calls == [("127.0.0.1", 40000)]
             assert endpoint.counters["sent"] == 2
+            paced_fd = batch[0][0]
+            sock = endpoint._rtp.get_extra_info("socket")  # type: ignore[union-attr]
+            assert paced_fd != sock.fileno()  # a duplicate the pacer closes, never the loop's own descriptor
         finally:
             endpoint.close()
+        assert fake.released == [paced_fd]  # given back at close, for the pacer to close after pending sends
         batch = []
         assert not endpoint.send_paced(b"late", batch, fake)  # type: ignore[arg-type]  # closed: nothing queued
         assert batch == []
@@ -216,3 +225,23 @@ def test_without_max_lead_the_lead_never_moves() -> None:
     scheduler.add(probe)
     loop.run_until(loop.now + 0.2)
     assert set(probe.leads) == {0.005}
+
+
+def test_a_released_descriptor_is_closed_only_after_the_batches_handed_over_before(pacer: Any) -> None:
+    p, _ = pacer
+    sender, receiver = _udp(), _udp()
+    receiver.settimeout(2.0)
+    fd = os.dup(sender.fileno())
+    p.submit(time.monotonic() + 0.05, [(fd, b"pending", p.sockaddr(*receiver.getsockname()))])
+    p.release(fd)  # the endpoint closed while its last packet waits for its deadline
+    assert receiver.recv(100) == b"pending"  # still sent, on the descriptor it was handed over with
+    for _ in range(200):
+        try:
+            os.fstat(fd)
+        except OSError:
+            break  # closed by the pacer thread after the send
+        time.sleep(0.005)
+    else:
+        raise AssertionError("the released descriptor was not closed")
+    sender.close()
+    receiver.close()
