@@ -567,9 +567,9 @@ class CallMedia:
             return
         self._pending = None
         playout = self.playout
-        batch = playout.batch if playout is not None else None
-        if (self.endpoint.send(data) if batch is None or playout is None or playout.pacer is None
-                else self.endpoint.send_paced(data, batch, playout.pacer)):
+        sent = (self.endpoint.send(data) if playout is None or playout.batch is None
+                else self.endpoint.send(data, playout.batch, playout.pacer))
+        if sent:
             # Hot path: plain ints here, added to the metrics about once a second (flush_metrics).
             self._sent_packets += 1
             self._sent_bytes += len(data)

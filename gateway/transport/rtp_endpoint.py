@@ -321,7 +321,10 @@ class RtpEndpoint:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, batch: list[Datagram] | None = None, pacer: Pacer | None = None) -> bool:
+        """Send one RTP datagram to the remote (SRTP-protected when keyed). With ``batch`` and ``pacer`` (the
+        playout scheduler collecting a tick for the pacer) the datagram joins ``batch`` and leaves at the tick's
+        deadline; it goes from the loop at once if the destination is not an IP literal."""
         remote = self.remote
         if self._rtp is None or remote is None or remote[1] == 0:
             return False
@@ -330,35 +333,27 @@ class RtpEndpoint:
             if protected is None:
                 return False
             data = protected
-        self._rtp.sendto(data, remote)
+        paced = self._paced(data, remote, pacer) if batch is not None and pacer is not None else None
+        if paced is not None and batch is not None:
+            batch.append(paced)
+        else:
+            self._rtp.sendto(data, remote)
         self.counters["sent"] += 1
         return True
 
-    def send_paced(self, data: bytes, batch: list[Datagram], pacer: Pacer) -> bool:
-        """Like :meth:`send`, but the datagram joins ``batch``, which the playout scheduler hands to ``pacer``
-        to leave at the tick's deadline (sent from the loop at once if the destination is not an IP literal)."""
-        remote = self.remote
-        if self._rtp is None or remote is None or remote[1] == 0:
-            return False
-        if self.srtp is not None:
-            protected = self.srtp.protect(data)
-            if protected is None:
-                return False
-            data = protected
+    def _paced(self, data: bytes, remote: Addr, pacer: Pacer) -> Datagram | None:
+        """The pacer's datagram for ``data`` (None: the destination is no IP literal, or there is no socket)."""
         if remote != self._paced_remote:
             self._paced_remote = remote
             self._paced_addr = pacer.sockaddr(remote[0], remote[1])
-        addr = self._paced_addr
-        if self._pacer is None:
+        if self._pacer is None and self._rtp is not None:
             sock = self._rtp.get_extra_info("socket")
             self._paced_fd = os.dup(sock.fileno()) if sock is not None else -1
             self._pacer = pacer
+        addr = self._paced_addr
         if addr is None or self._paced_fd < 0:
-            self._rtp.sendto(data, remote)
-        else:
-            batch.append((self._paced_fd, data, addr))
-        self.counters["sent"] += 1
-        return True
+            return None
+        return (self._paced_fd, data, addr)
 
     def send_rtcp(self, data: bytes) -> bool:
         remote = self.rtcp_remote

@@ -166,8 +166,8 @@ def test_the_endpoint_queues_paced_datagrams_and_packs_each_destination_once() -
         try:
             endpoint.set_remote(("127.0.0.1", 40000))
             batch: list[Datagram] = []
-            assert endpoint.send_paced(b"one", batch, fake)  # type: ignore[arg-type]
-            assert endpoint.send_paced(b"two", batch, fake)  # type: ignore[arg-type]
+            assert endpoint.send(b"one", batch, fake)  # type: ignore[arg-type]
+            assert endpoint.send(b"two", batch, fake)  # type: ignore[arg-type]
             assert [(d[1], d[2]) for d in batch] == [(b"one", b"127.0.0.1:40000"), (b"two", b"127.0.0.1:40000")]
             assert batch[0][0] > 2 and calls == [("127.0.0.1", 40000)]
             assert endpoint.counters["sent"] == 2
@@ -178,7 +178,7 @@ def test_the_endpoint_queues_paced_datagrams_and_packs_each_destination_once() -
             endpoint.close()
         assert fake.released == [paced_fd]  # given back at close, for the pacer to close after pending sends
         batch = []
-        assert not endpoint.send_paced(b"late", batch, fake)  # type: ignore[arg-type]  # closed: nothing queued
+        assert not endpoint.send(b"late", batch, fake)  # type: ignore[arg-type]  # closed: nothing queued
         assert batch == []
 
     asyncio.run(main())
