@@ -9,10 +9,11 @@ and the compiled helper ``_pacer.send_at`` (``_pacer.c``) sleeps until the deadl
 
 The helper is built with the compiled media path (``build_native.py``) and used only when that path is in use
 (``gateway.native.STATUS == "compiled"``): ``Pacer.create`` returns None otherwise, and the scheduler sends
-from the loop as before. The thread is owned by the scheduler: started with it, stopped by its ``close``.
+from the loop as before. The thread is owned by the scheduler: started by the first batch, stopped by the
+scheduler's ``close``.
 
 Datagrams are counted as sent when handed over; a datagram the kernel refuses (``sendto`` error) is counted
-by ``errno`` name in ``failed`` and reported through ``on_failed`` on the loop.
+by ``errno`` name in ``failed`` on the loop, with an ``rtp_send_failed`` line at most once a second.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import errno
 import os
 import queue
 import threading
-from collections.abc import Callable
 from types import ModuleType
 
 from gateway import native
@@ -48,11 +48,9 @@ def _helper() -> ModuleType | None:
 class Pacer:
     """A thread sending each submitted batch at its deadline (see module doc)."""
 
-    def __init__(self, helper: ModuleType, loop: asyncio.AbstractEventLoop,
-                 on_failed: Callable[[dict[str, int]], None] | None = None) -> None:
+    def __init__(self, helper: ModuleType, loop: asyncio.AbstractEventLoop) -> None:
         self._helper = helper
         self._loop = loop
-        self._on_failed = on_failed
         # a batch (deadline in ns, datagrams), a descriptor to close after the batches before it, or the end
         self._jobs: queue.SimpleQueue[tuple[int, list[Datagram]] | int | None] = queue.SimpleQueue()
         # started by the first batch, so a gateway that fails to start never leaves a thread behind
@@ -63,11 +61,10 @@ class Pacer:
         self._logged_at = float("-inf")
 
     @classmethod
-    def create(cls, loop: asyncio.AbstractEventLoop,
-               on_failed: Callable[[dict[str, int]], None] | None = None) -> Pacer | None:
+    def create(cls, loop: asyncio.AbstractEventLoop) -> Pacer | None:
         """A pacer (its thread starts with the first batch), or None when the compiled helper is not in use."""
         helper = _helper()
-        return cls(helper, loop, on_failed) if helper is not None else None
+        return cls(helper, loop) if helper is not None else None
 
     def sockaddr(self, host: str, port: int) -> bytes | None:
         """The packed destination for :meth:`submit`, or None when ``host`` is not an IP literal."""
@@ -127,5 +124,3 @@ class Pacer:
         if now - self._logged_at >= 1.0:  # a line a second at most, with the totals so far
             self._logged_at = now
             self._log.warning("rtp_send_failed", errors=counts, totals=dict(self.failed))
-        if self._on_failed is not None:
-            self._on_failed(counts)
