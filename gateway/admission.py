@@ -20,8 +20,8 @@ Load shedding (:class:`LoadMonitor`): past the knee a new INVITE gets ``503`` + 
 over a short window so that one stall does not shed:
 
 - *event-loop lag*: the app's 100 ms probe wakes ``overload_lag_seconds`` late in 5 of the last 10 probes;
-- *playout lateness*: the playout scheduler's send phase runs more than ``overload_playout_late_seconds`` behind
-  its 20 ms grid (or follows skipped ticks) in ``overload_playout_late_share`` of the last 50 ticks (1 s). This is
+- *playout lateness*: the playout scheduler's send phase runs at least ``overload_playout_late_seconds`` behind
+  its 20 ms grid (with the RTP pacer: hands its batch over that late; 0 when in time) (or follows skipped ticks) in ``overload_playout_late_share`` of the last 50 ticks (1 s). This is
   what callers hear: at 400 echo calls on one core the loop probe stayed under 50 ms while every tick's packets
   left 60-98 ms late;
 - *SIP backlog*: the SIP UDP socket's kernel receive queue is ``overload_sip_backlog_fill`` full, or the kernel
@@ -560,7 +560,7 @@ class LoadMonitor:
         if self._playout_last is not None and now - self._playout_last > _PLAYOUT_IDLE_SECONDS:
             self._playout.clear()  # the scheduler was idle (no calls): the old ticks say nothing about now
         self._playout_last = now
-        bad = skipped > 0 or lateness > limits.playout_late
+        bad = skipped > 0 or lateness >= limits.playout_late
         self._note(1, bad, now)
         late = self._playout.push(bad)
         if late < self._playout_trip:

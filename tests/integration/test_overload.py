@@ -1,6 +1,6 @@
-"""Load shedding end to end against `voicegw serve`: a gateway whose playout threshold is tiny (any tick sent
-after its deadline counts as late, one late tick in a second is enough) is overloaded as soon as one call's media
-runs. A second SIPp INVITE then gets 503 with Retry-After, OPTIONS is still answered 200, and the established
+"""Load shedding end to end against `voicegw serve`: a gateway whose playout threshold is 0 (every tick counts as
+late, sent from a loop timer or handed to the RTP pacer; one late tick in a second is enough) is overloaded as soon
+as one call's media runs. A second SIPp INVITE then gets 503 with Retry-After, OPTIONS is still answered 200, and the established
 call goes on to its own BYE untouched. (Overloading a shared 2-core machine for real is neither cheap nor
 deterministic; the unit tests cover the real thresholds with a fake clock.)"""
 
