@@ -212,3 +212,70 @@ def test_fake_espeak_mode_speaks() -> None:
     samples = np.frombuffer(b"".join(chunks), dtype="<i2")
     assert 0.8 < len(samples) / 8000 < 4  # a short sentence, at 8 kHz
     assert np.sqrt(np.mean(samples.astype(float) ** 2)) > 500  # speech, not silence
+
+
+class _HeldStreams:
+    """An HTTP/1.1 server that answers every request with 20 ms of audio at once and the end of the stream
+    only when ``release`` is set; it counts the TCP connections it accepted."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.started = 0
+        self.release = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                self.started += 1
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: audio/pcm\r\ntransfer-encoding: chunked\r\n\r\n"
+                             b"140\r\n" + bytes(320) + b"\r\n")
+                await self.release.wait()
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_many_concurrent_streams_neither_queue_nor_reconnect() -> None:
+    """One provider serves every call: 150 replies at once all start without waiting for a free connection
+    (httpx's default cap is 100), and the next 150 replies reuse those connections (its default keeps 20)."""
+    server = _HeldStreams()
+    calls = 150
+
+    async def scenario() -> None:
+        listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        tts = ElevenLabsTts(KEY, f"http://127.0.0.1:{port}")
+        try:
+            for round_ in (1, 2):
+                server.release.clear()
+                first = asyncio.Semaphore(0)
+
+                async def reply(first: asyncio.Semaphore = first) -> int:
+                    size = 0
+                    async for chunk in tts.synthesize(TEXT, TtsOptions()):
+                        if not size:
+                            first.release()
+                        size += len(chunk)
+                    return size
+
+                tasks = [asyncio.ensure_future(reply()) for _ in range(calls)]
+                for _ in range(calls):  # every reply's first audio while all of them are still open
+                    async with asyncio.timeout(10):
+                        await first.acquire()
+                assert server.started == round_ * calls
+                server.release.set()
+                assert await asyncio.gather(*tasks) == [320] * calls
+            assert server.connections == calls
+        finally:
+            await tts.aclose()
+            listener.close()
+
+    run(scenario)
