@@ -13,9 +13,11 @@ goes to ``{url}/chat/completions`` (``https://openrouter.ai/api/v1`` -> ``.../ap
 See :func:`custom_llm`.
 
 The request body is sent as built, through the SDK client's ``post`` (its auth, base URL, headers, error
-classes and ``AsyncStream[ChatCompletionChunk]`` parsing) but without ``chat.completions.create``'s
-parameter transform, which walks the whole, growing message list with type introspection on every turn:
-our parameters are JSON values already, so the bytes on the wire are the same.
+classes and server-sent-event decoding) but without ``chat.completions.create``'s parameter transform,
+which walks the whole, growing message list with type introspection on every turn: our parameters are
+JSON values already, so the bytes on the wire are the same. Chunks are read as the JSON objects they are
+(``_ChunkStream``), not built into a ``ChatCompletionChunk`` model each: one per token is most of a
+reply's client-side cost.
 
 One deadline scope covers the request and the read loop; it is moved to the total deadline when the first
 token arrives, and it is disarmed across every ``yield``: a timeout left armed while the consumer holds
@@ -33,7 +35,7 @@ from typing import Any, Literal
 
 import openai
 from openai import AsyncOpenAI, RequestOptions
-from openai.types.chat import ChatCompletionChunk
+from openai._streaming_cleanup import drain_response_async  # the SDK's own end-of-stream read (pinned < 4)
 
 from gateway.providers.base import (
     ChatMessage,
@@ -144,7 +146,7 @@ class OpenAiLlm:
         started = loop.time()
         total_deadline = started + self.total_timeout
         deadline = min(started + self.first_token_timeout, total_deadline)
-        response: openai.AsyncStream[ChatCompletionChunk] | None = None
+        response: _ChunkStream | None = None
         reply = _ReplyAssembler()
         scope = asyncio.timeout_at(deadline)
         try:
@@ -153,12 +155,12 @@ class OpenAiLlm:
                     response = await self._client.post(
                         "/chat/completions",
                         body=body,
-                        cast_to=ChatCompletionChunk,
+                        cast_to=dict,
                         stream=True,
-                        stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                        stream_cls=_ChunkStream,
                         options=_REQUEST_OPTIONS,
                     )
-                    chunks: AsyncIterator[ChatCompletionChunk] = response
+                    chunks: AsyncIterator[dict[str, Any]] = response
                     while reply.finish_reason is None:
                         try:
                             chunk = await anext(chunks)
@@ -170,7 +172,7 @@ class OpenAiLlm:
                         waiting_for_first = reply.first_token_at is None
                         try:
                             text = reply.add(chunk, loop.time())
-                        except (AttributeError, TypeError, ValueError) as exc:
+                        except (AttributeError, KeyError, TypeError, ValueError) as exc:
                             raise ProviderError(self.name, "protocol", f"unreadable chunk: {exc}") from None
                         if waiting_for_first and reply.first_token_at is not None:
                             deadline = total_deadline
@@ -238,6 +240,35 @@ def _tool_param(tool: ToolSpec) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
+class _ChunkStream(openai.AsyncStream[dict[str, Any]]):
+    """The SDK's stream (its SSE decoding, ``[DONE]``, in-stream ``error`` events, transport errors mapped to
+    its exception classes), yielding each chunk as its parsed JSON object instead of building a
+    ``ChatCompletionChunk`` model per token: the assembler reads a handful of keys from it."""
+
+    async def __stream__(self) -> AsyncIterator[dict[str, Any]]:
+        response = self.response
+        try:
+            async for sse in self._iter_events():
+                if sse.data.startswith("[DONE]"):
+                    if response.http_version == "HTTP/1.1":  # the rest of the body, for the connection's reuse
+                        await drain_response_async(response)
+                    break
+                data = sse.json()
+                if not isinstance(data, dict):
+                    raise openai.APIError(message=f"a chunk that is not a JSON object: {sse.data[:80]!r}",
+                                          request=response.request, body=data)
+                error = data.get("error")
+                if error:
+                    message = error.get("message") if isinstance(error, Mapping) else None
+                    raise openai.APIError(
+                        message=message if isinstance(message, str) and message else "An error occurred during streaming",
+                        request=response.request, body=error,
+                    )
+                yield data
+        finally:
+            await response.aclose()
+
+
 @dataclass(slots=True)
 class _PartialCall:
     id: str = ""
@@ -253,35 +284,37 @@ class _ReplyAssembler:
     finish_reason: str | None = None
     first_token_at: float | None = None
 
-    def add(self, chunk: Any, now: float) -> str:
-        """Take one chunk; return its new text ("" if none)."""
+    def add(self, chunk: Mapping[str, Any], now: float) -> str:
+        """Take one chunk (the event's JSON object); return its new text ("" if none)."""
         text = ""
-        for choice in chunk.choices or ():  # empty on the include_usage chunk
-            if choice.index != 0:  # we ask for one choice (n=1)
+        for choice in chunk.get("choices") or ():  # empty on the include_usage chunk
+            if choice.get("index", 0) != 0:  # we ask for one choice (n=1)
                 continue
-            delta = choice.delta
+            delta = choice.get("delta")
             if delta is not None:
-                text += delta.content or ""
-                text += getattr(delta, "refusal", None) or ""  # a refusal is what the model says instead
-                for fragment in delta.tool_calls or ():
+                text += delta.get("content") or ""
+                text += delta.get("refusal") or ""  # a refusal is what the model says instead
+                fragments = delta.get("tool_calls")
+                for fragment in fragments or ():
                     self._add_fragment(fragment)
-                if text or delta.tool_calls:
+                if text or fragments:
                     self.first_token_at = self.first_token_at if self.first_token_at is not None else now
-            if choice.finish_reason is not None:
-                self.finish_reason = str(choice.finish_reason)
+            finish_reason = choice.get("finish_reason")
+            if finish_reason is not None:
+                self.finish_reason = str(finish_reason)
                 self.first_token_at = self.first_token_at if self.first_token_at is not None else now
         return text
 
-    def _add_fragment(self, fragment: Any) -> None:
-        call = self.calls.setdefault(int(fragment.index), _PartialCall())
-        if fragment.id and not call.id:
-            call.id = str(fragment.id)
-        function = fragment.function
+    def _add_fragment(self, fragment: Mapping[str, Any]) -> None:
+        call = self.calls.setdefault(int(fragment["index"]), _PartialCall())
+        if fragment.get("id") and not call.id:
+            call.id = str(fragment["id"])
+        function = fragment.get("function")
         if function is not None:
-            if function.name and not call.name:
-                call.name = str(function.name)
-            if function.arguments:
-                call.arguments.append(str(function.arguments))
+            if function.get("name") and not call.name:
+                call.name = str(function["name"])
+            if function.get("arguments"):
+                call.arguments.append(str(function["arguments"]))
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(
@@ -290,7 +323,7 @@ class _ReplyAssembler:
         )
 
 
-async def _drain(chunks: AsyncIterator[ChatCompletionChunk], deadline: float) -> None:
+async def _drain(chunks: AsyncIterator[dict[str, Any]], deadline: float) -> None:
     """Read what follows the finish_reason (the usage chunk, ``[DONE]``) so the connection can be reused;
     the reply is complete, so a failure here is not the caller's concern."""
     try:
