@@ -39,8 +39,10 @@ from benchmarks.harness import (
     gateway,
     install_signal_handlers,
     markdown_table,
+    metric_value,
     percentile,
     plot_cdf,
+    scrape,
     sipp,
     speech_wav,
     write_result,
@@ -109,6 +111,8 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float =
                         row["error"] = "SIPp did not finish in time"
                     row["failed"] = run.failed()
                     row["setup_ms"] = run.setup_times_ms()
+                    shed = metric_value(scrape(gw.http_port), "voicegw_sip_invites_total", {"outcome": "overloaded"})
+                    row["shed"] = 0 if math.isnan(shed) else int(shed)
                 row["cpu_per_call_pct"] = cpu.core_pct / calls
             timings = gw.logs("turn_timing")
             row["confirmed"] = len(gw.logs("call_confirmed"))
@@ -116,6 +120,7 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float =
             for key in STAGES:
                 row[key] = _values(timings, key)
             row["stop_ms"] = _values(gw.logs("barge_in"), "stop_ms")
+            row["overload"] = sorted({str(line.get("signal")) for line in gw.logs("overload_started")})
     except Exception as exc:  # a broken step is recorded, the next one runs
         row["error"] = f"{type(exc).__name__}: {exc}"[:200]
     return row
@@ -124,6 +129,11 @@ def run_step(calls: int, seconds: float, work: Path, wav: Path, profile: float =
 def _list(row: dict[str, object], key: str) -> list[float]:
     value = row.get(key)
     return [float(v) for v in value] if isinstance(value, list) else []
+
+
+def _strs(row: dict[str, object], key: str) -> list[str]:
+    value = row.get(key)
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def main() -> None:
@@ -149,16 +159,17 @@ def main() -> None:
                 print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares, 40)}", flush=True)
             rows.append(row)
     summary = markdown_table(
-        ["calls", "up", "failed", "turns", "added p50 ms", "added p95 ms", "endpoint->voice p50 ms",
+        ["calls", "up", "failed", "of which shed (503)", "turns", "added p50 ms", "added p95 ms", "endpoint->voice p50 ms",
          "endpoint->voice p95 ms", "barge-ins", "stop p50 ms", "stop p95 ms", "setup p95 ms", "CPU % per call",
          "status"],
-        [[r["calls"], r.get("confirmed", "n/a"), r.get("failed", "n/a"), r.get("turns", "n/a"),
+        [[r["calls"], r.get("confirmed", "n/a"), r.get("failed", "n/a"), r.get("shed", "n/a"), r.get("turns", "n/a"),
           fmt(percentile(_list(r, "gateway_added_ms"), 0.5)), fmt(percentile(_list(r, "gateway_added_ms"), 0.95)),
           fmt(percentile(_list(r, "endpoint_to_voice_ms"), 0.5)),
           fmt(percentile(_list(r, "endpoint_to_voice_ms"), 0.95)), len(_list(r, "stop_ms")),
           fmt(percentile(_list(r, "stop_ms"), 0.5)), fmt(percentile(_list(r, "stop_ms"), 0.95)),
           fmt(percentile(_list(r, "setup_ms"), 0.95)), fmt(float(str(r.get("cpu_per_call_pct", math.nan))), 2),
-          r["error"] or "ok"] for r in rows],
+          r["error"] or ("ok" if not r.get("overload") else f"ok; overload: {', '.join(_strs(r, 'overload'))}")]
+         for r in rows],
     )
     breakdown = markdown_table(
         ["calls", *[f"{key.removesuffix('_ms')} p50 / p95 ms" for key in STAGES]],

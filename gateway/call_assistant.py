@@ -87,6 +87,7 @@ class CallConversation:
             if message.role == "system" and message.content:
                 self.record_message("system", message.content)
         call.media.conversation = session
+        session.withdraw_audio = call.media.withdraw_audio
         call.media.on_dtmf = lambda event: session.on_dtmf(event.digit, session.loop.time())
         call.spawn(self._run(session))
         if self.end_with is not None:

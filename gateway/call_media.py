@@ -122,6 +122,7 @@ class Conversation(Protocol):
 
 
 STT_ENCODINGS = {"PCMU": "mulaw", "PCMA": "alaw"}
+RTP_HEADER_BYTES = 12  # what OutboundRtp.datagram puts before the payload (no CSRC, extension or padding)
 QUIET_LEVEL = 328  # |sample| at or below about -40 dBFS: a frame of only such samples may be dropped unheard
 
 
@@ -207,6 +208,11 @@ class CallMedia:
         self._rx: _Receive | None = None
         self._pending: bytes | None = None  # packet prepared for the next send phase
         self._pending_tick = -1
+        self._pending_audio = False  # _pending carries assistant (or echoed) audio, not a DTMF event
+        # The last audio packet handed to the pacer (withdraw_audio): its tick, index in the batch, bytes.
+        self._handed_tick = -1
+        self._handed_index = -1
+        self._handed: bytes | None = None
         self._ignored: dict[str, int] = {}
         self.digits: list[str] = []
         self.dtmf_events: deque[DtmfEvent] = deque(maxlen=DTMF_QUEUE_LIMIT)
@@ -540,6 +546,7 @@ class CallMedia:
             if dtmf is not None:
                 self._pending = dtmf.serialize()
                 self._pending_tick = tick
+                self._pending_audio = False
                 if rtcp is not None:
                     rtcp.on_rtp_sent(dtmf, now)
             return None
@@ -557,6 +564,7 @@ class CallMedia:
         payload = passthrough if passthrough is not None else rx.codec.encode(pcm)
         self._pending, timestamp = rx.outbound.datagram(tick, payload)
         self._pending_tick = tick
+        self._pending_audio = True
         if rtcp is not None:
             rtcp.count_sent(timestamp, len(payload), now)
         return pcm
@@ -567,8 +575,15 @@ class CallMedia:
             return
         self._pending = None
         playout = self.playout
-        sent = (self.endpoint.send(data) if playout is None or playout.batch is None
-                else self.endpoint.send(data, playout.batch, playout.pacer))
+        self._handed = None
+        batch = None if playout is None else playout.batch
+        if batch is None:
+            sent = self.endpoint.send(data)
+        else:
+            index = len(batch)
+            sent = self.endpoint.send(data, batch, playout.pacer if playout is not None else None)
+            if sent and self._pending_audio and len(batch) > index:
+                self._handed, self._handed_tick, self._handed_index = data, tick, index
         if sent:
             # Hot path: plain ints here, added to the metrics about once a second (flush_metrics).
             self._sent_packets += 1
@@ -576,6 +591,37 @@ class CallMedia:
             capture = self.capture
             if capture is not None:
                 capture.packet(data, self.local_addr, self.endpoint.remote or self.local_addr)
+
+    def withdraw_audio(self) -> bool:
+        """Take back the audio packet prepared ahead of its send time, if it has not left yet (a barge-in: the
+        caller should not hear what was prepared before they spoke). Its sequence number goes to the next
+        packet, and the counters, RTCP sender counts, recording and capture forget it. Not with SRTP (a
+        protected packet's index is spent: reusing it would reuse keystream). True when one was withdrawn."""
+        rx = self._rx
+        playout = self.playout
+        if rx is None or playout is None or self.endpoint.srtp is not None:
+            return False
+        data = self._pending
+        if data is not None and self._pending_audio:
+            self._pending = None  # sends from the loop: still here, not handed to anyone
+        else:
+            data = self._handed
+            if data is None or not playout.withdraw(self._handed_tick, self._handed_index):
+                return False
+            self._handed = None
+            self.endpoint.counters["sent"] -= 1
+            self._sent_packets -= 1
+            self._sent_bytes -= len(data)
+        rx.outbound.withdraw()
+        if self.rtcp is not None:
+            self.rtcp.uncount_sent(len(data) - RTP_HEADER_BYTES)
+        recording = self.recorder
+        if recording is not None:
+            recording.withdraw_assistant_frame()
+        capture = self.capture
+        if capture is not None:
+            capture.withdraw_packet(data)
+        return True
 
     def flush_metrics(self) -> None:
         """Add the RTP packets and bytes counted since the last flush (both ways) to the metrics."""

@@ -230,6 +230,22 @@ class CallRecording:
         if len(packets) >= FLUSH_PACKETS:
             self._kick()
 
+    def withdraw_assistant_frame(self) -> None:
+        """The assistant side of the last :meth:`add_frame` was not sent (withdrawn before its send time):
+        silence in the WAV, unless that frame has already gone to the writer."""
+        frames = self._frames
+        if frames:
+            frames[-1] = (frames[-1][0], None)
+
+    def withdraw_packet(self, data: bytes) -> None:
+        """The datagram ``data`` given to :meth:`packet` was not sent after all: out of the PCAP, unless it has
+        already gone to the writer."""
+        packets = self._packets
+        for i in range(len(packets) - 1, max(-1, len(packets) - 8), -1):
+            if packets[i][1] is data:
+                del packets[i]
+                return
+
     # -- writing off the loop ---------------------------------------------------------------------
 
     def _kick(self) -> None:

@@ -173,7 +173,11 @@ class ConversationSession:
         self._user_speaking = False
         self._turns = 0
         self._pending_timing: dict[int, dict[str, Any]] = {}  # utterance id -> partial TurnTiming fields
-        self._last_out_at: float | None = None
+        self._last_out_at: float | None = None  # send time of the last assistant frame handed out
+        self._prev_out_at: float | None = None  # ... and of the one before it
+        # Set by the call's media: takes back the assistant frame prepared ahead of its send time, if it has
+        # not left (True when it did). A barge-in calls it, so the caller hears nothing prepared before.
+        self.withdraw_audio: Callable[[], bool] | None = None
         self._barge_onset: float | None = None
         self._keypad: list[str] = []
         self._keypad_handle: asyncio.TimerHandle | None = None
@@ -292,6 +296,7 @@ class ConversationSession:
         """Assistant audio for the packet sent at ``now`` (None: send nothing)."""
         frame = None if self._muted else self.speaker.next_frame(now)
         if frame is not None:
+            self._prev_out_at = self._last_out_at
             self._last_out_at = now
         self._speaker_events(now)
         return frame
@@ -414,6 +419,10 @@ class ConversationSession:
             return
         heard = self.speaker.flush(now)
         self._cancel_responder()
+        withdraw = self.withdraw_audio
+        last_out = self._last_out_at
+        if heard and withdraw is not None and last_out is not None and last_out > now and withdraw():
+            self._last_out_at = self._prev_out_at  # the frame due after now never left
         if not heard and reason == "keypad":
             return
         self.metrics.barge_ins.labels(reason).inc()

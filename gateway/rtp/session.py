@@ -137,6 +137,11 @@ class RtcpSession:
         self._last_rtp_sent_at = now
         self._sent_since_report = True
 
+    def uncount_sent(self, payload_octets: int) -> None:
+        """The last packet counted by :meth:`count_sent` was withdrawn before it was sent."""
+        self._packet_count = (self._packet_count - 1) & 0xFFFFFFFF
+        self._octet_count = (self._octet_count - payload_octets) & 0xFFFFFFFF
+
     def on_rtcp(self, data: bytes, now: float) -> None:
         """Take in one RTCP datagram from the peer; raises ``RtcpParseError`` if invalid."""
         packets = parse_compound(data)

@@ -12,7 +12,10 @@ The helper is built with the compiled media path (``build_native.py``) and used 
 from the loop as before. The thread is owned by the scheduler: started by the first batch, stopped by the
 scheduler's ``close``.
 
-Datagrams are counted as sent when handed over; a datagram the kernel refuses (``sendto`` error) is counted
+A batch comes with a byte per datagram (``withdrawn``) that the loop may set until shortly before the deadline
+(``PlayoutScheduler.withdraw``, a barge-in): the thread skips those datagrams when it wakes.
+
+Datagrams are counted as sent when handed over (and uncounted when withdrawn); a datagram the kernel refuses (``sendto`` error) is counted
 by ``errno`` name in ``failed`` on the loop, with an ``rtp_send_failed`` line at most once a second.
 """
 
@@ -51,8 +54,9 @@ class Pacer:
     def __init__(self, helper: ModuleType, loop: asyncio.AbstractEventLoop) -> None:
         self._helper = helper
         self._loop = loop
-        # a batch (deadline in ns, datagrams), a descriptor to close after the batches before it, or the end
-        self._jobs: queue.SimpleQueue[tuple[int, list[Datagram]] | int | None] = queue.SimpleQueue()
+        # a batch (deadline in ns, datagrams, withdrawn marks), a descriptor to close after the batches before
+        # it, or the end
+        self._jobs: queue.SimpleQueue[tuple[int, list[Datagram], bytearray | None] | int | None] = queue.SimpleQueue()
         # started by the first batch, so a gateway that fails to start never leaves a thread behind
         self._thread = threading.Thread(target=self._run, name="rtp-pacer", daemon=True)
         self._closed = False
@@ -74,13 +78,14 @@ class Pacer:
             return None
         return packed
 
-    def submit(self, deadline: float, datagrams: list[Datagram]) -> None:
+    def submit(self, deadline: float, datagrams: list[Datagram], withdrawn: bytearray | None = None) -> None:
         """Send ``datagrams`` at ``deadline`` (seconds on the monotonic clock; at once if it has passed).
-        The list is the pacer's from now on."""
+        The list is the pacer's from now on. ``withdrawn`` (a byte per datagram, zeros) may be written to until
+        shortly before the deadline: datagram ``i`` is not sent if ``withdrawn[i]`` is then non-zero."""
         if datagrams and not self._closed:
             if not self._thread.is_alive():
                 self._thread.start()
-            self._jobs.put((round(deadline * 1e9), datagrams))
+            self._jobs.put((round(deadline * 1e9), datagrams, withdrawn))
 
     def release(self, fd: int) -> None:
         """Close ``fd`` once every batch handed over before has been sent (a socket's duplicate descriptor,
@@ -106,7 +111,7 @@ class Pacer:
                 with contextlib.suppress(OSError):
                     os.close(job)
                 continue
-            failed = send_at(job[0], job[1])
+            failed = send_at(*job)
             if failed:
                 counts: dict[str, int] = {}
                 for _, code in failed:

@@ -12,6 +12,9 @@ The scheduler owns two loop timers in all, whatever the number of calls, both on
 A tick whose timer fires more than ``max_catch_up`` intervals late is skipped (counted): the streams'
 timestamps follow the grid index, so a skipped tick is a gap in the timestamps, never a drift.
 
+With a pacer (``pacer.py``) the send phase is the pacer thread's, at the deadline; a stream may take its datagram
+of the last batch back until shortly before then (:meth:`PlayoutScheduler.withdraw`, a barge-in).
+
 ``on_tick(lateness, skipped, now)`` hears every sent tick: how late its send phase ran and how many ticks were
 skipped just before it (the load monitor's playout signal; O(1) per tick).
 
@@ -38,8 +41,12 @@ from gateway.transport.pacer import Datagram, Pacer
 _pack_header = struct.Struct("!BBHII").pack  # RFC 3550 §5.1 fixed header: V=2, no P/X/CC
 
 _HANDOVER_MARGIN = 0.001  # seconds a batch should reach the pacer before its deadline at the short lead
+# A datagram handed to the pacer may be withdrawn until this long before its deadline (the pacer reads the
+# marks when it wakes at the deadline; half a millisecond is far beyond its wake-up error and a byte store).
+WITHDRAW_MARGIN = 0.0005
 
 __all__ = [
+    "WITHDRAW_MARGIN",
     "LoopClock",
     "OutboundRtp",
     "PlayoutScheduler",
@@ -126,6 +133,8 @@ class PlayoutScheduler:
         # then) and the pacer's thread sends the batch at the deadline: no send timer on the loop.
         self.pacer = pacer
         self.batch: list[Datagram] | None = None
+        # The last batch handed over: its tick, deadline and one withdrawal mark per datagram (see withdraw).
+        self._handed: tuple[int, float, bytearray] | None = None
         # Adaptive lead (with a pacer): ``lead`` while every batch is handed over with a millisecond to spare,
         # ``max_lead`` from the first one that is not (a prepare timer delayed behind a burst of received
         # packets) until ``calm_ticks`` ticks in a row would have made it at ``lead`` again. A short lead is
@@ -212,11 +221,25 @@ class PlayoutScheduler:
         finally:
             self.batch = None
         deadline = self.tick_time(tick)
-        pacer.submit(deadline, batch)
+        withdrawn = bytearray(len(batch))
+        self._handed = (tick, deadline, withdrawn)
+        pacer.submit(deadline, batch, withdrawn)
         handed = self._precise()
         self._adapt_lead(handed - prepare_at)
         # what the load monitor hears: how late the batch was handed over (0 when before its deadline)
         self._sent(tick, max(0.0, handed - deadline))
+
+    def withdraw(self, tick: int, index: int) -> bool:
+        """Take datagram ``index`` of tick ``tick``'s batch back from the pacer (a barge-in: the caller should
+        not hear what was prepared ahead). True when done: its deadline was still at least
+        ``WITHDRAW_MARGIN`` ahead; False when it has left or is about to."""
+        handed = self._handed
+        if handed is None or handed[0] != tick or not 0 <= index < len(handed[2]):
+            return False
+        if handed[1] - self._precise() < WITHDRAW_MARGIN:
+            return False
+        handed[2][index] = 1
+        return True
 
     def _adapt_lead(self, spent: float) -> None:
         """``spent``: from the moment this tick's prepare was due to its hand-over (timer delay + preparing)."""
@@ -322,6 +345,7 @@ class OutboundRtp:
         self._ts_base = rng.randrange(0x100000000)
         self._tick0: int | None = None
         self._talking = False
+        self._spurt_started = False  # the last packet opened a talk spurt (its marker bit is set)
         self.packets_sent = 0
         self.talk_spurts = 0
 
@@ -355,6 +379,7 @@ class OutboundRtp:
         if marker:
             self.talk_spurts += 1
         self._talking = True
+        self._spurt_started = marker
         if self._tick0 is None:
             self._tick0 = tick
         timestamp = (self._ts_base + (tick - self._tick0) * self.samples_per_tick) & 0xFFFFFFFF
@@ -367,6 +392,16 @@ class OutboundRtp:
     def silence(self, tick: int) -> None:
         """Nothing is sent at ``tick``: the next packet starts a talk spurt."""
         self.timestamp(tick)
+        self._talking = False
+
+    def withdraw(self) -> None:
+        """The last :meth:`datagram` was not sent after all: its sequence number goes to the next packet,
+        which starts a talk spurt (the stream is silent from the withdrawn packet's tick)."""
+        self._seq = (self._seq - 1) & 0xFFFF
+        self.packets_sent -= 1
+        if self._spurt_started:
+            self.talk_spurts -= 1
+        self._spurt_started = False
         self._talking = False
 
     @property

@@ -168,17 +168,35 @@ class Out:
 
 
 class MediaDriver:
-    """Feeds caller frames every 20 ms and records what the session sends back."""
+    """Feeds caller frames every 20 ms and records what the session sends back. With ``ahead`` each assistant
+    frame is asked for one tick before it is sent, as the playout scheduler does with a pacer, and the
+    session may withdraw it until then (``withdrawn``: the send times of the frames taken back)."""
 
-    def __init__(self, session: ConversationSession) -> None:
+    def __init__(self, session: ConversationSession, *, ahead: bool = False) -> None:
         self.session = session
         self.caller: list[bytes] = []  # frames still to send (silence after)
         self.out: list[Out] = []
         self.sent_audio: list[tuple[float, bytes]] = []
+        self.ahead = ahead
+        self._prepared: tuple[float, bytes] | None = None
+        self.withdrawn: list[float] = []
+        if ahead:
+            session.withdraw_audio = self._withdraw
 
     def say(self, pcm: bytes) -> None:
         pcm = pcm + bytes(-len(pcm) % FRAME)
         self.caller.extend(pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME))
+
+    def _withdraw(self) -> bool:
+        if self._prepared is None:
+            return False
+        self.withdrawn.append(self._prepared[0])
+        self._prepared = None
+        return True
+
+    def _send(self, at: float, frame: bytes) -> None:
+        self.out.append(Out(at, max(abs(x) for x in struct.unpack(f"<{len(frame) // 2}h", frame)) > 300))
+        self.sent_audio.append((at, frame))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -188,13 +206,22 @@ class MediaDriver:
             tick += 1
             await asyncio.sleep(max(0.0, start + tick * 0.02 - loop.time()))
             now = loop.time()
+            if self._prepared is not None:  # the frame due now leaves
+                self._send(*self._prepared)
+                self._prepared = None
             pcm = self.caller.pop(0) if self.caller else SILENCE
+            if self.ahead:  # the next tick's frame is prepared before this caller frame is heard
+                due = start + (tick + 1) * 0.02
+                frame = self.session.next_frame(due)
+                if frame is not None:
+                    self._prepared = (due, frame)
             self.session.on_voice_frame(pcm, now)
             self.session.on_tick(None, "linear16", pcm, now)
+            if self.ahead:
+                continue
             frame = self.session.next_frame(now)
             if frame is not None:
-                self.out.append(Out(now, max(abs(x) for x in struct.unpack(f"<{len(frame) // 2}h", frame)) > 300))
-                self.sent_audio.append((now, frame))
+                self._send(now, frame)
 
     def voiced_spans(self, gap: float = 0.1) -> list[tuple[float, float]]:
         spans: list[tuple[float, float]] = []
@@ -214,12 +241,13 @@ async def converse(
     script: Callable[[ConversationSession, MediaDriver, list[SessionEvent]], object],
     *,
     timeout: float = 20.0,
+    ahead: bool = False,
 ) -> tuple[str, list[SessionEvent], MediaDriver, ConversationSession]:
     """Run a session with a media driver until it ends (or ``timeout``); ``script`` is an async function
     run alongside that plays the caller's part."""
     events: list[SessionEvent] = []
     session = ConversationSession(settings, providers, on_event=events.append, metrics=Metrics())
-    driver = MediaDriver(session)
+    driver = MediaDriver(session, ahead=ahead)
     async with asyncio.timeout(timeout):
         async with asyncio.TaskGroup() as tg:
             media = tg.create_task(driver.run())

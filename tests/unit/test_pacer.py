@@ -4,17 +4,26 @@ the playout scheduler hands them over at prepare time, and the endpoint packs ea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import random
 import socket
+import struct
 import time
 from typing import Any
 
 import pytest
 
 from gateway import native
+from gateway.call_media import CallMedia
+from gateway.observability.metrics import Metrics
+from gateway.rtp.packet import RtpPacket
+from gateway.rtp.rtcp import RtcpSenderReport, parse_compound
+from gateway.sdp.crypto import SUITE_80, SrtpKeying
 from gateway.transport.pacer import Datagram, Pacer
 from gateway.transport.playout import PlayoutScheduler
 from gateway.transport.rtp_endpoint import RtpEndpoint
+from tests.unit.test_call_media import FakeTransport, params
 from tests.unit.test_playout import FakeLoop
 
 PYTHON_ONLY = os.environ.get("VOICEGW_NATIVE") == "0"
@@ -89,6 +98,22 @@ def test_refused_datagrams_are_counted_by_errno_on_the_loop(pacer: Any) -> None:
     receiver.close()
 
 
+def test_a_datagram_withdrawn_before_the_deadline_is_not_sent(pacer: Any) -> None:
+    p, _ = pacer
+    sender, receiver = _udp(), _udp()
+    receiver.settimeout(0.3)
+    addr = p.sockaddr(*receiver.getsockname())
+    withdrawn = bytearray(3)
+    p.submit(time.monotonic() + 0.05, [(sender.fileno(), b"a", addr), (sender.fileno(), b"b", addr),
+                                       (sender.fileno(), b"c", addr)], withdrawn)
+    withdrawn[1] = 1  # written after the hand-over, while the pacer thread sleeps towards the deadline
+    assert [receiver.recv(100), receiver.recv(100)] == [b"a", b"c"]
+    with pytest.raises(TimeoutError):
+        receiver.recv(100)
+    sender.close()
+    receiver.close()
+
+
 def test_sockaddr_takes_ip_literals_only(pacer: Any) -> None:
     p, _ = pacer
     assert p.sockaddr("127.0.0.1", 5004) is not None and p.sockaddr("::1", 5004) is not None
@@ -99,6 +124,7 @@ def test_sockaddr_takes_ip_literals_only(pacer: Any) -> None:
 class FakePacer:
     def __init__(self) -> None:
         self.submitted: list[tuple[float, list[Datagram]]] = []
+        self.withdrawn: list[bytearray | None] = []
         self.closed = False
         self.released: list[int] = []
 
@@ -106,8 +132,9 @@ class FakePacer:
         self.released.append(fd)
         os.close(fd)
 
-    def submit(self, deadline: float, datagrams: list[Datagram]) -> None:
+    def submit(self, deadline: float, datagrams: list[Datagram], withdrawn: bytearray | None = None) -> None:
         self.submitted.append((deadline, datagrams))
+        self.withdrawn.append(withdrawn)
 
     def sockaddr(self, host: str, port: int) -> bytes | None:
         return f"{host}:{port}".encode() if host[0].isdigit() else None
@@ -245,3 +272,155 @@ def test_a_released_descriptor_is_closed_only_after_the_batches_handed_over_befo
         raise AssertionError("the released descriptor was not closed")
     sender.close()
     receiver.close()
+
+
+def test_the_scheduler_withdraws_a_handed_over_datagram_only_while_its_deadline_is_ahead() -> None:
+    loop = FakeLoop()
+    fake = FakePacer()
+    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=fake)  # type: ignore[arg-type]
+    scheduler.add(BatchStream(scheduler, b"a"))
+    scheduler.add(BatchStream(scheduler, b"b"))
+    loop.run_until(scheduler.tick_time(2) - 0.004)  # tick 2 handed over, its deadline 4 ms ahead
+    mask = fake.withdrawn[2]
+    assert mask == bytearray(2)
+    assert not scheduler.withdraw(1, 0)  # an earlier tick's batch: gone already
+    assert not scheduler.withdraw(2, 2)  # no such datagram
+    assert scheduler.withdraw(2, 1) and mask == bytearray([0, 1])
+    loop.run_until(scheduler.tick_time(3) - 0.0002)  # tick 3 handed over, 0.2 ms to its deadline
+    assert not scheduler.withdraw(3, 0)  # too close: the pacer may be sending it
+    assert fake.withdrawn[3] == bytearray(2)
+
+
+class LoopPacer(FakePacer):
+    """Sends each batch on the fake loop at its deadline, without the datagrams withdrawn by then."""
+
+    def __init__(self, loop: FakeLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.sent: list[bytes] = []
+
+    def submit(self, deadline: float, datagrams: list[Datagram], withdrawn: bytearray | None = None) -> None:
+        super().submit(deadline, datagrams, withdrawn)
+        self.loop.call_at(deadline, self._send, datagrams, withdrawn)
+
+    def _send(self, datagrams: list[Datagram], withdrawn: bytearray | None) -> None:
+        self.sent.extend(d[1] for i, d in enumerate(datagrams) if not (withdrawn and withdrawn[i]))
+
+
+class SocketTransport(FakeTransport):
+    """A fake transport whose socket the endpoint can duplicate for the pacer."""
+
+    def __init__(self, loop: FakeLoop) -> None:
+        super().__init__(loop)
+        self.sock = _udp()
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.sock if name == "socket" else None
+
+
+class Talker:
+    """The assistant side: a tone while ``talking``."""
+
+    def __init__(self) -> None:
+        self.talking = True
+
+    def on_voice_frame(self, pcm: bytes, now: float) -> None:
+        pass
+
+    def on_tick(self, encoded: bytes | None, encoding: str, pcm: bytes | None, now: float) -> None:
+        pass
+
+    def next_frame(self, now: float) -> bytes | None:
+        return struct.pack("<160h", *([3000, -3000] * 80)) if self.talking else None
+
+
+def test_a_barge_in_withdraws_the_frame_prepared_ahead_and_the_stream_stays_continuous() -> None:
+    """What the caller hears stops at the barge-in, not a lead later: the assistant packet handed to the pacer
+    ahead of its deadline is taken back; the next talk spurt takes its sequence number (no gap a receiver
+    would count as loss) with the marker bit, and the RTCP sender report counts only what left."""
+    loop = FakeLoop()
+    pacer = LoopPacer(loop)
+    metrics = Metrics()
+    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=pacer, metrics=metrics)  # type: ignore[arg-type]
+    media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=scheduler, rng=random.Random(1),
+                      wall_clock=lambda: 1_700_000_000.0, clock=loop.time)
+    rtp, rtcp = SocketTransport(loop), FakeTransport(loop)
+    media.endpoint.attach(rtp, rtcp)  # type: ignore[arg-type]
+    media.apply(params("PCMU", 0))
+    talker = Talker()
+    media.conversation = talker
+    try:
+        assert not media.withdraw_audio()  # nothing prepared yet
+        loop.run_until(scheduler.tick_time(4) - 0.003)  # ticks 0-3 sent, tick 4 handed over, 3 ms to go
+        assert len(pacer.sent) == 4
+        assert media.withdraw_audio()  # the caller barged in: tick 4 is taken back
+        assert not media.withdraw_audio()  # once
+        talker.talking = False
+        loop.run_until(scheduler.tick_time(7) - 0.006)
+        talker.talking = True  # the next reply, from tick 7
+        loop.run_until(scheduler.tick_time(9) + 0.001)
+        talker.talking = False
+        loop.run_until(loop.now + 0.5)
+        packets = [RtpPacket.parse(data) for data in pacer.sent]
+        assert len(packets) == 7  # ticks 0-3 and 7-9: tick 4 never left
+        seqs = [p.sequence_number for p in packets]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # no gap at the withdrawal
+        assert [p.marker for p in packets] == [True, False, False, False, True, False, False]
+        assert (packets[4].timestamp - packets[3].timestamp) & 0xFFFFFFFF == 4 * 160  # the pause, on the grid
+        assert media.endpoint.counters["sent"] == 7
+        # the tick 4 deadline passed after the withdrawal: a later call withdraws nothing
+        assert not media.withdraw_audio()
+        loop.run_until(loop.now + 8.0)  # long enough for an RTCP report
+        reports = [p for data, _ in rtcp.sent for p in parse_compound(data) if isinstance(p, RtcpSenderReport)]
+        assert reports and reports[-1].packet_count == 7
+        assert reports[-1].octet_count == 7 * 160
+    finally:
+        media.close()
+        rtp.sock.close()
+
+
+def test_no_withdrawal_under_srtp() -> None:
+    """An SRTP packet's index is spent once protected: reusing its sequence number would reuse keystream."""
+    loop = FakeLoop()
+    pacer = LoopPacer(loop)
+    metrics = Metrics()
+    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=pacer, metrics=metrics)  # type: ignore[arg-type]
+    media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=scheduler, rng=random.Random(1),
+                      wall_clock=lambda: 1_700_000_000.0, clock=loop.time)
+    rtp, rtcp = SocketTransport(loop), FakeTransport(loop)
+    media.endpoint.attach(rtp, rtcp)  # type: ignore[arg-type]
+    media.apply(params("PCMU", 0))
+    media.endpoint.set_srtp(SrtpKeying(suite=SUITE_80, local_key=bytes(range(30)), remote_key=bytes(range(50, 80))))
+    media.conversation = Talker()
+    try:
+        loop.run_until(scheduler.tick_time(4) - 0.003)
+        assert not media.withdraw_audio()
+        loop.run_until(scheduler.tick_time(4) + 0.001)
+        assert len(pacer.sent) == 5
+    finally:
+        media.close()
+        rtp.sock.close()
+
+
+def test_without_a_pacer_the_prepared_packet_is_withdrawn_before_its_send_timer() -> None:
+    loop = FakeLoop()
+    metrics = Metrics()
+    scheduler = PlayoutScheduler(loop, lead=0.005, metrics=metrics)
+    media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=scheduler, rng=random.Random(1),
+                      wall_clock=lambda: 1_700_000_000.0, clock=loop.time)
+    rtp, rtcp = FakeTransport(loop), FakeTransport(loop)
+    media.endpoint.attach(rtp, rtcp)  # type: ignore[arg-type]
+    media.apply(params("PCMU", 0))
+    talker = Talker()
+    media.conversation = talker
+    loop.run_until(scheduler.tick_time(2) - 0.002)  # tick 2 prepared, its send timer 2 ms away
+    assert media.withdraw_audio()
+    talker.talking = False
+    loop.run_until(scheduler.tick_time(4))
+    talker.talking = True
+    loop.run_until(scheduler.tick_time(5) + 0.001)
+    packets = [RtpPacket.parse(data) for data, _ in rtp.sent]
+    assert len(packets) == 3  # ticks 0, 1 and 5
+    assert [p.sequence_number - packets[0].sequence_number for p in packets] == [0, 1, 2]
+    assert packets[2].marker
+    media.close()

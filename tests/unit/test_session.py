@@ -127,6 +127,33 @@ def test_barge_in_stops_audio_at_once_and_keeps_what_was_heard(hello: bytes) -> 
     assert len(spans) == 2
 
 
+def test_a_barge_in_withdraws_the_frame_prepared_ahead(hello: bytes) -> None:
+    """Frames are asked for a tick before they are sent (the pacer's lead): the one prepared when the caller
+    barges in is taken back, so nothing of the cut reply leaves after the barge-in."""
+    long_reply = " ".join(f"word{i}" for i in range(60)) + "."
+    stt = ScriptedStt(["first question", "stop please"])
+    llm = ScriptedLlm([long_reply, "Sure."])
+
+    async def caller(session: Any, media: Any, events: list[Any]) -> None:
+        media.say(hello)
+        await wait_for(lambda: session.speaker.speaking and len(media.out) > 25)
+        media.say(hello)  # talk over the reply
+        await wait_for(lambda: any(isinstance(e, UserInterrupted) for e in events))
+        await wait_for(lambda: len(llm.requests) == 2)
+        await wait_for(lambda: not session.speaker.speaking)
+        session.end("customer-ended-call")
+
+    _, _events, media, session = run(converse(settings(), Providers(stt=stt, llm=llm, tts=[ToneTts()]), caller,
+                                             ahead=True))
+    assert len(media.withdrawn) == 1
+    cut_at = media.withdrawn[0]
+    first_reply = media.voiced_spans()[0]
+    assert first_reply[1] < cut_at  # the cut reply's last frame out is the one before the withdrawn one
+    assert not [o for o in media.out if o.voiced and first_reply[1] < o.at < media.voiced_spans()[1][0]]
+    stops = session.metrics.barge_in_stop_seconds.collect()[0].samples
+    assert next(s.value for s in stops if s.name.endswith("_count")) == 1
+
+
 def test_non_interruptible_first_message_is_not_cut(hello: bytes) -> None:
     tts = ToneTts()
     first = "This message cannot be interrupted, please listen to all of it."
