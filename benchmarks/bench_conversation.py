@@ -17,6 +17,7 @@ Figures, from the gateway's own log lines:
   first voiced packet, VAD included) to the last assistant packet sent (stopSpeakingPlan voiceSeconds 0).
 
 Usage: .venv/bin/python benchmarks/bench_conversation.py [--calls 10 40] [--seconds 30] [--out FILE]
+       [--repeat N]   (the ramp N times; the tables take the median of each figure, every run's row below)
        [--profile SECONDS]   (py-spy samples each step after its CPU window; raw files next to --out)
 """
 
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,6 +45,7 @@ from benchmarks.harness import (
     metric_value,
     percentile,
     plot_cdf,
+    repeated_caveat,
     scrape,
     sipp,
     speech_wav,
@@ -131,6 +135,47 @@ def _list(row: dict[str, object], key: str) -> list[float]:
     return [float(v) for v in value] if isinstance(value, list) else []
 
 
+SUMMARY = ["calls", "up", "failed", "of which shed (503)", "turns", "added p50 ms", "added p95 ms",
+           "endpoint->voice p50 ms", "endpoint->voice p95 ms", "barge-ins", "stop p50 ms", "stop p95 ms",
+           "setup p95 ms", "CPU % per call", "status"]
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def _pct(runs: list[dict[str, object]], key: str, q: float) -> str:
+    """The median over ``runs`` of each run's ``q`` percentile of ``key``."""
+    return fmt(_median([percentile(_list(r, key), q) for r in runs]))
+
+
+def _int(row: dict[str, object], key: str) -> int | None:
+    value = row.get(key)
+    return value if isinstance(value, int) else None
+
+
+def _summary(runs: list[dict[str, object]]) -> list[object]:
+    """One step's row: each figure the median over ``runs`` (failed and shed the most, up the fewest)."""
+    def worst(key: str, pick: Callable[[list[int]], int]) -> object:
+        values = [v for r in runs if (v := _int(r, key)) is not None]
+        return pick(values) if values else "n/a"
+
+    statuses = [r["error"] or ("ok" if not r.get("overload") else f"ok; overload: {', '.join(_strs(r, 'overload'))}")
+                for r in runs]
+    return [runs[0]["calls"], worst("confirmed", min), worst("failed", max), worst("shed", max),
+            sum(_int(r, "turns") or 0 for r in runs), _pct(runs, "gateway_added_ms", 0.5),
+            _pct(runs, "gateway_added_ms", 0.95), _pct(runs, "endpoint_to_voice_ms", 0.5),
+            _pct(runs, "endpoint_to_voice_ms", 0.95), sum(len(_list(r, "stop_ms")) for r in runs),
+            _pct(runs, "stop_ms", 0.5), _pct(runs, "stop_ms", 0.95), _pct(runs, "setup_ms", 0.95),
+            fmt(_median([float(str(r.get("cpu_per_call_pct", math.nan))) for r in runs]), 2),
+            "; ".join(sorted(set(statuses), key=lambda x: x != "ok"))]
+
+
+def _breakdown(runs: list[dict[str, object]]) -> list[object]:
+    return [runs[0]["calls"], *[f"{_pct(runs, k, 0.5)} / {_pct(runs, k, 0.95)}" for k in STAGES]]
+
+
 def _strs(row: dict[str, object], key: str) -> list[str]:
     value = row.get(key)
     return [str(v) for v in value] if isinstance(value, list) else []
@@ -141,6 +186,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 40])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "conversation.md")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the whole ramp N times (fresh gateways) and report the median of each figure")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="also sample each step with py-spy for SECONDS after its CPU window and print the "
                              "folded table (raw files next to --out)")
@@ -150,50 +197,48 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         wav = speech_wav(work, SENTENCE, name="turn", pad=(1, 3))
-        for calls in args.calls:
-            raw = args.out.with_name(f"{args.out.stem}_{calls}_pyspy.raw") if args.profile else None
-            row = run_step(calls, args.seconds, work, wav, args.profile, raw)
-            print({k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
-            if raw is not None and raw.exists():
-                total, shares = fold(raw)
-                print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares, 40)}", flush=True)
-            rows.append(row)
-    summary = markdown_table(
-        ["calls", "up", "failed", "of which shed (503)", "turns", "added p50 ms", "added p95 ms", "endpoint->voice p50 ms",
-         "endpoint->voice p95 ms", "barge-ins", "stop p50 ms", "stop p95 ms", "setup p95 ms", "CPU % per call",
-         "status"],
-        [[r["calls"], r.get("confirmed", "n/a"), r.get("failed", "n/a"), r.get("shed", "n/a"), r.get("turns", "n/a"),
-          fmt(percentile(_list(r, "gateway_added_ms"), 0.5)), fmt(percentile(_list(r, "gateway_added_ms"), 0.95)),
-          fmt(percentile(_list(r, "endpoint_to_voice_ms"), 0.5)),
-          fmt(percentile(_list(r, "endpoint_to_voice_ms"), 0.95)), len(_list(r, "stop_ms")),
-          fmt(percentile(_list(r, "stop_ms"), 0.5)), fmt(percentile(_list(r, "stop_ms"), 0.95)),
-          fmt(percentile(_list(r, "setup_ms"), 0.95)), fmt(float(str(r.get("cpu_per_call_pct", math.nan))), 2),
-          r["error"] or ("ok" if not r.get("overload") else f"ok; overload: {', '.join(_strs(r, 'overload'))}")]
-         for r in rows],
-    )
-    breakdown = markdown_table(
-        ["calls", *[f"{key.removesuffix('_ms')} p50 / p95 ms" for key in STAGES]],
-        [[r["calls"], *[f"{fmt(percentile(_list(r, k), 0.5))} / {fmt(percentile(_list(r, k), 0.95))}"
-                        for k in STAGES]] for r in rows],
-    )
+        for run in range(args.repeat):
+            for calls in args.calls:
+                raw = args.out.with_name(f"{args.out.stem}_{calls}_pyspy.raw") if args.profile else None
+                row = run_step(calls, args.seconds, work, wav, args.profile, raw)
+                row["run"] = run + 1
+                print(f"run {run + 1}:", {k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
+                if raw is not None and raw.exists():
+                    total, shares = fold(raw)
+                    print(f"py-spy, {calls} calls, {total} samples ({raw}):\n{profile_table(shares, 40)}", flush=True)
+                rows.append(row)
+    steps = [[r for r in rows if r["calls"] == calls] for calls in args.calls]
+    sections = [markdown_table(SUMMARY, [_summary(runs) for runs in steps]),
+                "Turn-latency breakdown by stage (the gateway's `turn_timing` lines):",
+                markdown_table(["calls", *[f"{key.removesuffix('_ms')} p50 / p95 ms" for key in STAGES]],
+                               [_breakdown(runs) for runs in steps])]
+    if args.repeat > 1:
+        sections += [f"Every run (the tables above take the median of each figure over these {args.repeat} runs; "
+                     "failed, shed and status are the worst run's, calls up the fewest, turns and barge-ins the "
+                     "sum):",
+                     markdown_table(["run", *SUMMARY], [[str(r["run"]), *_summary([r])] for r in rows])]
     notes = (
         "Providers: local fakes of Deepgram / OpenAI / ElevenLabs answering at once (tests/fakes, in the "
         "benchmark's process, not the gateway's), reached through the vendors' SDKs. Goals (issue 7): >= 150 "
         "concurrent calls per core with gateway-added p95 <= 30 ms and barge-in stop p95 <= 40 ms."
     )
     out: Path = args.out
+    def pooled(runs: list[dict[str, object]], key: str) -> list[float]:
+        return [v for r in runs for v in _list(r, key)]
+
     plots = [
         plot_cdf(out.with_name(out.stem + "_turn_cdf.png"),
-                 {f"{r['calls']} calls: gateway added": _list(r, "gateway_added_ms") for r in rows}
-                 | {f"{r['calls']} calls: endpoint->voice": _list(r, "endpoint_to_voice_ms") for r in rows},
+                 {f"{runs[0]['calls']} calls: gateway added": pooled(runs, "gateway_added_ms") for runs in steps}
+                 | {f"{runs[0]['calls']} calls: endpoint->voice": pooled(runs, "endpoint_to_voice_ms")
+                    for runs in steps},
                  title="Turn latency", xlabel="ms"),
         plot_cdf(out.with_name(out.stem + "_barge_in_cdf.png"),
-                 {f"{r['calls']} calls": _list(r, "stop_ms") for r in rows}, title="Barge-in stop time",
-                 xlabel="ms"),
+                 {f"{runs[0]['calls']} calls": pooled(runs, "stop_ms") for runs in steps},
+                 title="Barge-in stop time", xlabel="ms"),
     ]
     write_result(out, title="Conversational calls: gateway-added turn latency and barge-in stop time",
-                 sections=[summary, "Turn-latency breakdown by stage (the gateway's `turn_timing` lines):",
-                           breakdown, notes], plots=plots)
+                 sections=[*sections, notes], plots=plots,
+                 caveat=repeated_caveat(args.repeat) if args.repeat > 1 else None)
     print(out.read_text())
 
 
