@@ -41,6 +41,7 @@ EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # thousands of short-lived objects, and every young collection that runs adds to the count that triggers a
 # full one (which walks every live SIP transaction held for Timer J).
 GC_YOUNG_THRESHOLD = 10_000
+GC_PAUSE_LOG = 0.02  # a collection at least this long is logged (gc_pause): a playout tick's worth of standstill
 # Seconds a thread may hold the GIL while another waits for it (CPython default 0.005), with the RTP pacer.
 PACER_SWITCH_INTERVAL = 0.001
 # How long before each 20 ms deadline the calls' frames are prepared: 5 ms. Handed to the pacer, a batch must
@@ -185,6 +186,36 @@ def _settle_garbage_collector(started: asyncio.Future[Gateway]) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+class GcTimer:
+    """Times every garbage collection (a ``gc.callbacks`` entry): ``voicegw_gc_pause_seconds`` by generation, and
+    a ``gc_pause`` line for one that held the process GC_PAUSE_LOG or longer (the loop and the media stood still:
+    the cause of a playout or loop-lag spike that no profile of the loop shows)."""
+
+    def __init__(self, metrics: Metrics, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._observe = [metrics.gc_pause_seconds.labels(str(g)).observe for g in range(3)]
+        self._clock = clock
+        self._started = 0.0
+        self._log = get_logger("app")
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = self._clock()
+            return
+        pause = self._clock() - self._started
+        generation = info.get("generation", 2)
+        self._observe[min(max(generation, 0), 2)](pause)
+        if pause >= GC_PAUSE_LOG:
+            self._log.info("gc_pause", generation=generation, ms=round(1000 * pause, 1),
+                           collected=info.get("collected", 0))
+
+
+def _time_garbage_collections(started: asyncio.Future[Gateway]) -> None:
+    """``voicegw serve`` only (gc.callbacks are process-wide): a :class:`GcTimer` on the gateway's metrics."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    gc.callbacks.append(GcTimer(started.result().metrics))
+
+
 def _settle_switch_interval(started: asyncio.Future[Gateway]) -> None:
     """With the RTP pacer (``voicegw serve`` process only: process-wide), the pacer thread needs the GIL briefly
     once per tick, between its batch being handed over and the tick's deadline (PACED_MAX_LEAD ahead at most): a busy
@@ -212,6 +243,7 @@ def run(config: GatewayConfig, config_path: str | Path | None = None) -> int:
         ready: asyncio.Future[Gateway] = loop.create_future()
         ready.add_done_callback(_settle_garbage_collector)
         ready.add_done_callback(_settle_switch_interval)
+        ready.add_done_callback(_time_garbage_collections)
         server = asyncio.ensure_future(serve(config, ready=ready))
         stop_requests = 0
 

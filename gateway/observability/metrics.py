@@ -148,6 +148,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=r,
         )
+        self.gc_pause_seconds = Histogram(
+            "voicegw_gc_pause_seconds",
+            "Time the process spent in one garbage collection (the event loop and media stand still meanwhile)",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+            registry=r,
+        )
         self.asyncio_tasks = Gauge("voicegw_asyncio_tasks", "asyncio tasks alive, sampled by the event-loop probe",
                                    registry=r)
         # -- conversation pipeline

@@ -39,12 +39,12 @@ def _gauge(gateway: GatewayProcess, name: str) -> float:
 
 
 def _snapshot(gateway: GatewayProcess) -> dict[str, float]:
-    """Once the gateway is idle: no call up, and the task gauge (refreshed every 0.25 s) stable."""
+    """Once the gateway is idle: no call up, and the task gauge (refreshed once a second) stable."""
     deadline = time.monotonic() + 20
     while _gauge(gateway, "voicegw_calls_active") > 0:
         assert time.monotonic() < deadline, "calls still up 20 s after SIPp finished"
         time.sleep(0.2)
-    time.sleep(1.0)  # ended calls' last tasks finish; the probe refreshes the task gauge
+    time.sleep(2.5)  # ended calls' last tasks finish; the probe refreshes the task gauge (twice by now)
     return {
         "fds": len(os.listdir(f"/proc/{gateway.proc.pid}/fd")),
         "tasks": _gauge(gateway, "voicegw_asyncio_tasks"),

@@ -10,13 +10,17 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from gateway.app import (
+    GC_PAUSE_LOG,
     GC_YOUNG_THRESHOLD,
     PACER_SWITCH_INTERVAL,
+    GcTimer,
     _settle_garbage_collector,
     _settle_switch_interval,
 )
+from gateway.observability.metrics import Metrics
 
 
 @pytest.fixture
@@ -82,3 +86,24 @@ def test_with_the_rtp_pacer_a_busy_loop_yields_the_gil_within_a_millisecond() ->
         assert interval > PACER_SWITCH_INTERVAL
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_every_collection_is_timed_and_a_long_one_is_logged() -> None:
+    """A collection stops the loop and the media: its time is in voicegw_gc_pause_seconds by generation, and
+    one of a playout tick or more is a gc_pause line (the cause of a lateness spike no loop profile shows)."""
+    metrics = Metrics()
+    now = [100.0]
+    timer = GcTimer(metrics, clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        timer("start", {"generation": 0, "collected": 0, "uncollectable": 0})
+        now[0] += 0.002
+        timer("stop", {"generation": 0, "collected": 10, "uncollectable": 0})
+        timer("start", {"generation": 2, "collected": 0, "uncollectable": 0})
+        now[0] += GC_PAUSE_LOG + 0.03
+        timer("stop", {"generation": 2, "collected": 5000, "uncollectable": 0})
+    pauses = metrics.gc_pause_seconds.collect()[0].samples
+    count = {s.labels["generation"]: s.value for s in pauses if s.name.endswith("_count")}
+    total = {s.labels["generation"]: s.value for s in pauses if s.name.endswith("_sum")}
+    assert count == {"0": 1.0, "1": 0.0, "2": 1.0}
+    assert total["0"] == pytest.approx(0.002) and total["2"] == pytest.approx(GC_PAUSE_LOG + 0.03)
+    assert [(e["event"], e["generation"], e["collected"]) for e in logs] == [("gc_pause", 2, 5000)]

@@ -50,6 +50,7 @@ EXPECTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("voicegw_playout_streams", "gauge", ()),
     ("voicegw_call_mos", "histogram", ()),
     ("voicegw_event_loop_lag_seconds", "histogram", ()),
+    ("voicegw_gc_pause_seconds", "histogram", ("generation",)),
     ("voicegw_asyncio_tasks", "gauge", ()),
     ("voicegw_turn_latency_seconds", "histogram", ("stage",)),
     ("voicegw_barge_ins", "counter", ("reason",)),
