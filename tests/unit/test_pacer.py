@@ -334,34 +334,53 @@ class Talker:
         return struct.pack("<160h", *([3000, -3000] * 80)) if self.talking else None
 
 
+class TalkingCall:
+    """A call's media on a fake clock with a :class:`Talker` as its assistant, paced by a :class:`LoopPacer`
+    (or sending from loop timers with ``paced=False``)."""
+
+    def __init__(self, *, paced: bool = True) -> None:
+        self.loop = FakeLoop()
+        self.pacer = LoopPacer(self.loop) if paced else None
+        metrics = Metrics()
+        self.scheduler = PlayoutScheduler(self.loop, lead=0.005, pacer=self.pacer, metrics=metrics)  # type: ignore[arg-type]
+        self.media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=self.scheduler,
+                               rng=random.Random(1), wall_clock=lambda: 1_700_000_000.0, clock=self.loop.time)
+        self.rtp = SocketTransport(self.loop) if paced else FakeTransport(self.loop)
+        self.rtcp = FakeTransport(self.loop)
+        self.media.endpoint.attach(self.rtp, self.rtcp)  # type: ignore[arg-type]
+        self.media.apply(params("PCMU", 0))
+        self.talker = Talker()
+        self.media.conversation = self.talker
+
+    def sent(self) -> list[RtpPacket]:
+        wire = self.pacer.sent if self.pacer is not None else [data for data, _ in self.rtp.sent]
+        return [RtpPacket.parse(data) for data in wire]
+
+    def close(self) -> None:
+        self.media.close()
+        if isinstance(self.rtp, SocketTransport):
+            self.rtp.sock.close()
+
+
 def test_a_barge_in_withdraws_the_frame_prepared_ahead_and_the_stream_stays_continuous() -> None:
     """What the caller hears stops at the barge-in, not a lead later: the assistant packet handed to the pacer
     ahead of its deadline is taken back; the next talk spurt takes its sequence number (no gap a receiver
     would count as loss) with the marker bit, and the RTCP sender report counts only what left."""
-    loop = FakeLoop()
-    pacer = LoopPacer(loop)
-    metrics = Metrics()
-    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=pacer, metrics=metrics)  # type: ignore[arg-type]
-    media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=scheduler, rng=random.Random(1),
-                      wall_clock=lambda: 1_700_000_000.0, clock=loop.time)
-    rtp, rtcp = SocketTransport(loop), FakeTransport(loop)
-    media.endpoint.attach(rtp, rtcp)  # type: ignore[arg-type]
-    media.apply(params("PCMU", 0))
-    talker = Talker()
-    media.conversation = talker
+    call = TalkingCall()
+    loop, media, scheduler = call.loop, call.media, call.scheduler
     try:
         assert not media.withdraw_audio()  # nothing prepared yet
         loop.run_until(scheduler.tick_time(4) - 0.003)  # ticks 0-3 sent, tick 4 handed over, 3 ms to go
-        assert len(pacer.sent) == 4
+        assert len(call.sent()) == 4
         assert media.withdraw_audio()  # the caller barged in: tick 4 is taken back
         assert not media.withdraw_audio()  # once
-        talker.talking = False
+        call.talker.talking = False
         loop.run_until(scheduler.tick_time(7) - 0.006)
-        talker.talking = True  # the next reply, from tick 7
+        call.talker.talking = True  # the next reply, from tick 7
         loop.run_until(scheduler.tick_time(9) + 0.001)
-        talker.talking = False
+        call.talker.talking = False
         loop.run_until(loop.now + 0.5)
-        packets = [RtpPacket.parse(data) for data in pacer.sent]
+        packets = call.sent()
         assert len(packets) == 7  # ticks 0-3 and 7-9: tick 4 never left
         seqs = [p.sequence_number for p in packets]
         assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # no gap at the withdrawal
@@ -371,56 +390,38 @@ def test_a_barge_in_withdraws_the_frame_prepared_ahead_and_the_stream_stays_cont
         # the tick 4 deadline passed after the withdrawal: a later call withdraws nothing
         assert not media.withdraw_audio()
         loop.run_until(loop.now + 8.0)  # long enough for an RTCP report
-        reports = [p for data, _ in rtcp.sent for p in parse_compound(data) if isinstance(p, RtcpSenderReport)]
+        reports = [p for data, _ in call.rtcp.sent for p in parse_compound(data) if isinstance(p, RtcpSenderReport)]
         assert reports and reports[-1].packet_count == 7
         assert reports[-1].octet_count == 7 * 160
     finally:
-        media.close()
-        rtp.sock.close()
+        call.close()
 
 
 def test_no_withdrawal_under_srtp() -> None:
     """An SRTP packet's index is spent once protected: reusing its sequence number would reuse keystream."""
-    loop = FakeLoop()
-    pacer = LoopPacer(loop)
-    metrics = Metrics()
-    scheduler = PlayoutScheduler(loop, lead=0.005, pacer=pacer, metrics=metrics)  # type: ignore[arg-type]
-    media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=scheduler, rng=random.Random(1),
-                      wall_clock=lambda: 1_700_000_000.0, clock=loop.time)
-    rtp, rtcp = SocketTransport(loop), FakeTransport(loop)
-    media.endpoint.attach(rtp, rtcp)  # type: ignore[arg-type]
-    media.apply(params("PCMU", 0))
-    media.endpoint.set_srtp(SrtpKeying(suite=SUITE_80, local_key=bytes(range(30)), remote_key=bytes(range(50, 80))))
-    media.conversation = Talker()
+    call = TalkingCall()
+    call.media.endpoint.set_srtp(SrtpKeying(suite=SUITE_80, local_key=bytes(range(30)),
+                                            remote_key=bytes(range(50, 80))))
     try:
-        loop.run_until(scheduler.tick_time(4) - 0.003)
-        assert not media.withdraw_audio()
-        loop.run_until(scheduler.tick_time(4) + 0.001)
-        assert len(pacer.sent) == 5
+        call.loop.run_until(call.scheduler.tick_time(4) - 0.003)
+        assert not call.media.withdraw_audio()
+        call.loop.run_until(call.scheduler.tick_time(4) + 0.001)
+        assert len(call.pacer.sent) == 5  # type: ignore[union-attr]
     finally:
-        media.close()
-        rtp.sock.close()
+        call.close()
 
 
 def test_without_a_pacer_the_prepared_packet_is_withdrawn_before_its_send_timer() -> None:
-    loop = FakeLoop()
-    metrics = Metrics()
-    scheduler = PlayoutScheduler(loop, lead=0.005, metrics=metrics)
-    media = CallMedia("127.0.0.1", 20000, echo=False, metrics=metrics, playout=scheduler, rng=random.Random(1),
-                      wall_clock=lambda: 1_700_000_000.0, clock=loop.time)
-    rtp, rtcp = FakeTransport(loop), FakeTransport(loop)
-    media.endpoint.attach(rtp, rtcp)  # type: ignore[arg-type]
-    media.apply(params("PCMU", 0))
-    talker = Talker()
-    media.conversation = talker
+    call = TalkingCall(paced=False)
+    loop, scheduler = call.loop, call.scheduler
     loop.run_until(scheduler.tick_time(2) - 0.002)  # tick 2 prepared, its send timer 2 ms away
-    assert media.withdraw_audio()
-    talker.talking = False
+    assert call.media.withdraw_audio()
+    call.talker.talking = False
     loop.run_until(scheduler.tick_time(4))
-    talker.talking = True
+    call.talker.talking = True
     loop.run_until(scheduler.tick_time(5) + 0.001)
-    packets = [RtpPacket.parse(data) for data, _ in rtp.sent]
+    packets = call.sent()
     assert len(packets) == 3  # ticks 0, 1 and 5
     assert [p.sequence_number - packets[0].sequence_number for p in packets] == [0, 1, 2]
     assert packets[2].marker
-    media.close()
+    call.close()

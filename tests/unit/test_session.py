@@ -98,11 +98,12 @@ def test_model_generated_first_message() -> None:
     assert tts.texts == ["Good morning from the model."]
 
 
-def test_barge_in_stops_audio_at_once_and_keeps_what_was_heard(hello: bytes) -> None:
-    long_reply = " ".join(f"word{i}" for i in range(60)) + "."
-    stt = ScriptedStt(["first question", "stop please"])
-    llm = ScriptedLlm([long_reply, "Sure."])
-    tts = ToneTts()
+LONG_REPLY = " ".join(f"word{i}" for i in range(60)) + "."
+
+
+def talk_over_the_reply(hello: bytes, llm: ScriptedLlm) -> Any:
+    """The caller's part: a question, then the same speech again over the (long) reply, then hang up once the
+    next reply is done."""
 
     async def caller(session: Any, media: Any, events: list[Any]) -> None:
         media.say(hello)
@@ -113,7 +114,16 @@ def test_barge_in_stops_audio_at_once_and_keeps_what_was_heard(hello: bytes) -> 
         await wait_for(lambda: not session.speaker.speaking)
         session.end("customer-ended-call")
 
-    _, events, media, _session = run(converse(settings(), Providers(stt=stt, llm=llm, tts=[tts]), caller))
+    return caller
+
+
+def test_barge_in_stops_audio_at_once_and_keeps_what_was_heard(hello: bytes) -> None:
+    long_reply = LONG_REPLY
+    stt = ScriptedStt(["first question", "stop please"])
+    llm = ScriptedLlm([long_reply, "Sure."])
+    tts = ToneTts()
+    _, events, media, _session = run(converse(settings(), Providers(stt=stt, llm=llm, tts=[tts]),
+                                              talk_over_the_reply(hello, llm)))
     interrupted = next(e for e in events if isinstance(e, UserInterrupted))
     assert interrupted.reason == "voice"
     heard = interrupted.heard
@@ -130,21 +140,10 @@ def test_barge_in_stops_audio_at_once_and_keeps_what_was_heard(hello: bytes) -> 
 def test_a_barge_in_withdraws_the_frame_prepared_ahead(hello: bytes) -> None:
     """Frames are asked for a tick before they are sent (the pacer's lead): the one prepared when the caller
     barges in is taken back, so nothing of the cut reply leaves after the barge-in."""
-    long_reply = " ".join(f"word{i}" for i in range(60)) + "."
     stt = ScriptedStt(["first question", "stop please"])
-    llm = ScriptedLlm([long_reply, "Sure."])
-
-    async def caller(session: Any, media: Any, events: list[Any]) -> None:
-        media.say(hello)
-        await wait_for(lambda: session.speaker.speaking and len(media.out) > 25)
-        media.say(hello)  # talk over the reply
-        await wait_for(lambda: any(isinstance(e, UserInterrupted) for e in events))
-        await wait_for(lambda: len(llm.requests) == 2)
-        await wait_for(lambda: not session.speaker.speaking)
-        session.end("customer-ended-call")
-
-    _, _events, media, session = run(converse(settings(), Providers(stt=stt, llm=llm, tts=[ToneTts()]), caller,
-                                             ahead=True))
+    llm = ScriptedLlm([LONG_REPLY, "Sure."])
+    _, _events, media, session = run(converse(settings(), Providers(stt=stt, llm=llm, tts=[ToneTts()]),
+                                              talk_over_the_reply(hello, llm), ahead=True))
     assert len(media.withdrawn) == 1
     cut_at = media.withdrawn[0]
     first_reply = media.voiced_spans()[0]
