@@ -96,6 +96,7 @@ async def serve(config: GatewayConfig, *, ready: asyncio.Future[Gateway] | None 
                                    on_tick=ua.on_playout_tick, pacer=pacer, lead=SEND_LEAD,
                                    max_lead=PACED_MAX_LEAD if pacer is not None else None)
         providers = ProviderPool(config.providers)
+        providers.warm()
         calls = CallManager(config, ua, metrics, tasks, playout=playout, providers=providers)
         registrations = Registrations(config, ua, metrics, tasks)
         # Server messages: the outbox lives in the storage file; the dispatcher watches every call.

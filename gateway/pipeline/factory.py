@@ -92,9 +92,10 @@ class ProviderPool:
         self._pocketsphinx = PocketsphinxStt()
 
     def update(self, config: ProvidersConfig) -> None:
-        """New keys/URLs (config reload): clients are rebuilt on next use; calls in progress keep theirs."""
+        """New keys/URLs (config reload): clients are rebuilt now; calls in progress keep theirs."""
         self.config = config
         self._shared.clear()
+        self.warm()
 
     def for_assistant(self, assistant: Assistant, *, tools: ToolRunner | None = None) -> Providers:
         return Providers(stt=self.stt(assistant), llm=self.llm(assistant), tts=self.voices(assistant), tools=tools)
@@ -109,7 +110,7 @@ class ProviderPool:
             if key is None:
                 return MissingKey("deepgram", "providers.deepgram.api_key")
             # Per-assistant settings (endpointing, keyterms) travel in SttOptions.extra: one client serves all.
-            return self._get(("deepgram", key, cfg.base_url or ""), lambda: DeepgramStt(key, cfg.base_url))
+            return self._deepgram(key, cfg.base_url)
         return self._pocketsphinx
 
     def llm(self, assistant: Assistant) -> LlmProvider:
@@ -130,7 +131,7 @@ class ProviderPool:
         key = _key(cfg)
         if key is None:
             return MissingKey("openai", "providers.openai.api_key")
-        return self._get(("openai", key, cfg.base_url or ""), lambda: OpenAiLlm(key, cfg.base_url))
+        return self._openai(key, cfg.base_url)
 
     def voices(self, assistant: Assistant) -> list[TtsProvider]:
         """The voice chain: the voice, its fallbacks, then the local voice (once)."""
@@ -149,6 +150,24 @@ class ProviderPool:
         if not chain or chain[-1] is not self._espeak:
             chain.append(self._espeak)
         return chain
+
+    def warm(self) -> None:
+        """Build the vendor clients whose keys are configured now, not during the first call's setup:
+        each builds HTTP clients and loads the CA bundle (tens of ms of the event loop, with every call's
+        audio waiting behind it)."""
+        cfg = self.config
+        if (key := _key(cfg.deepgram)) is not None:
+            self._deepgram(key, cfg.deepgram.base_url)
+        if (key := _key(cfg.openai)) is not None:
+            self._openai(key, cfg.openai.base_url)
+        if (key := _key(cfg.elevenlabs)) is not None:
+            self._elevenlabs(key, cfg.elevenlabs.base_url)
+
+    def _deepgram(self, key: str, base_url: str | None) -> DeepgramStt:
+        return self._get(("deepgram", key, base_url or ""), lambda: DeepgramStt(key, base_url))
+
+    def _openai(self, key: str, base_url: str | None) -> OpenAiLlm:
+        return self._get(("openai", key, base_url or ""), lambda: OpenAiLlm(key, base_url))
 
     def _elevenlabs(self, key: str, base_url: str | None) -> ElevenLabsTts:
         return self._get(("11labs", key, base_url or ""), lambda: ElevenLabsTts(key, base_url))

@@ -41,6 +41,7 @@ from websockets.frames import Frame
 
 from gateway.observability.logging import get_logger
 from gateway.providers.base import AudioEncoding, ProviderError, ProviderErrorKind, SttOptions, Transcript
+from gateway.providers.deadline import Deadline
 
 __all__ = ["DEFAULT_MODEL", "DeepgramStream", "DeepgramStt"]
 
@@ -94,6 +95,7 @@ class DeepgramStt:
             environment = DeepgramClientEnvironment(base=base_url.rstrip("/"), production=ws_origin,
                                                     agent=ws_origin, agent_rest=base_url.rstrip("/"))
         self._client = AsyncDeepgramClient(api_key=api_key, environment=environment)
+        _fixed_headers(self._client)
         self.connect_timeout = connect_timeout
         self.model = model
         self.endpointing_ms = endpointing_ms
@@ -157,6 +159,18 @@ class DeepgramStt:
                               send_timeout=self.send_timeout, close_timeout=self.close_timeout, log=self._log)
 
 
+def _fixed_headers(client: AsyncDeepgramClient) -> None:
+    """The SDK builds every request's headers anew, reading its own version from the installed package's
+    metadata on disk (``importlib.metadata.version``): ~1.6 % of the event loop while calls are being set up.
+    They cannot change for one client (the key is the client's), so they are built once."""
+    wrapper = getattr(client, "_client_wrapper", None)
+    build = getattr(wrapper, "get_headers", None)
+    if build is None:
+        return  # another SDK layout: its own headers, as they come
+    headers: dict[str, str] = build()
+    wrapper.get_headers = lambda: dict(headers)  # type: ignore[union-attr]
+
+
 class _SendUncompressed(Extension):
     """A negotiated extension (``permessage-deflate``) that decodes what the server sends and leaves what we
     send as it is: RFC 7692 section 6, "An endpoint ... MAY send a message uncompressed", i.e. with RSV1 clear.
@@ -199,7 +213,10 @@ class DeepgramStream:
         self._released = False
         self._reading = False
         self._reader_done = asyncio.Event()
-        self._last_sent = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self._last_sent = self._loop.time()
+        # Every 20 ms frame is a send with a deadline: one lazily re-armed timer serves them all.
+        self._send_deadline = Deadline()
         self.bytes_sent = 0
         self.keepalives_sent = 0
 
@@ -215,22 +232,27 @@ class DeepgramStream:
     async def _send(self, what: str, op: Callable[[], Awaitable[None]]) -> None:
         if self._closing:
             raise ProviderError(NAME, "connection", f"{what} after the stream was closed")
+        deadline = self._send_deadline
+        # A KeepAlive from the reader may overlap the pump's audio send: that one takes its own scope.
+        scope = (asyncio.timeout(self._send_timeout) if deadline.entered()
+                 else deadline.at(self._loop.time() + self._send_timeout))
         try:
-            async with asyncio.timeout(self._send_timeout):
+            async with scope:
                 await op()
         except TimeoutError as exc:
             raise ProviderError(NAME, "timeout", f"sending {what} took over {self._send_timeout}s") from exc
         except ConnectionClosed as exc:
             raise ProviderError(NAME, "connection", f"socket closed ({exc.rcvd or 'no close frame'})") from exc
-        self._last_sent = asyncio.get_running_loop().time()
+        self._last_sent = self._loop.time()
 
     async def results(self) -> AsyncIterator[Transcript]:
         self._reading = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        quiet = Deadline()  # one lazily re-armed timer for every message's wait
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self._keepalive_interval):
+                    async with quiet.at(loop.time() + self._keepalive_interval):
                         message = await self._socket.recv()
                 except TimeoutError:
                     # "KeepAlive": Deepgram closes a stream idle for 10 s (NET-0001).
@@ -249,6 +271,7 @@ class DeepgramStream:
                 if transcript is not None:
                     yield transcript
         finally:
+            quiet.close()
             self._reading = False
             self._reader_done.set()
 
@@ -299,6 +322,7 @@ class DeepgramStream:
         if self._released:
             return
         self._released = True
+        self._send_deadline.close()
         try:
             async with asyncio.timeout(self._close_timeout):
                 await self._stack.aclose()

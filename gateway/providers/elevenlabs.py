@@ -29,6 +29,7 @@ from elevenlabs.core.request_options import RequestOptions
 
 from gateway.observability.logging import get_logger
 from gateway.providers.base import ProviderError, ProviderErrorKind, TtsOptions
+from gateway.providers.deadline import Deadline
 from gateway.providers.http_pool import HttpPool
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE_ID", "OUTPUT_FORMAT", "ElevenLabsTts"]
@@ -133,6 +134,9 @@ class ElevenLabsTts:
     async def synthesize(self, text: str, options: TtsOptions) -> AsyncIterator[bytes]:
         voice_id = options.voice_id or self.voice_id
         carry = b""
+        loop = asyncio.get_running_loop()
+        # Each chunk must come within ``timeout``: one lazily re-armed timer for the request's chunks.
+        deadline = Deadline()
         with self._http.lease() as shard:
             arguments = self.request_arguments(text, options)
             stream = cast(AsyncGenerator[bytes, None], self._clients[shard].text_to_speech.stream(voice_id, **arguments))
@@ -140,7 +144,7 @@ class ElevenLabsTts:
             async with contextlib.aclosing(stream):
                 while True:
                     try:
-                        async with asyncio.timeout(self.timeout):
+                        async with deadline.at(loop.time() + self.timeout):
                             chunk = await anext(stream)
                     except StopAsyncIteration:
                         break
@@ -159,5 +163,6 @@ class ElevenLabsTts:
                     carry = data[whole:]
                     if whole:
                         yield data[:whole]
+        deadline.close()
         if carry:
             self._log.warning("tts_odd_trailing_byte", voice_id=voice_id)

@@ -48,6 +48,7 @@ from gateway.providers.base import (
     ToolCallsDone,
     ToolSpec,
 )
+from gateway.providers.deadline import Deadline
 
 __all__ = ["DEFAULT_MODEL", "NO_API_KEY", "OpenAiLlm", "custom_llm", "custom_llm_endpoint"]
 
@@ -148,7 +149,7 @@ class OpenAiLlm:
         deadline = min(started + self.first_token_timeout, total_deadline)
         response: _ChunkStream | None = None
         reply = _ReplyAssembler()
-        scope = asyncio.timeout_at(deadline)
+        scope = Deadline(deadline)  # moved twice per text chunk: lazily re-armed, not a timer each time
         try:
             try:
                 async with scope:
@@ -198,6 +199,7 @@ class OpenAiLlm:
         except json.JSONDecodeError as exc:
             raise ProviderError(self.name, "protocol", f"non-JSON event in the stream: {exc}") from None
         finally:
+            scope.close()
             if response is not None:
                 await response.close()
 

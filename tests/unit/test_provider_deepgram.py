@@ -163,6 +163,31 @@ def test_query_carries_the_transcriber_settings() -> None:
     assert nova2.keyterms() == ["Acme"] and "keyterm" not in nova2.query  # keywords boosting for Nova-2
 
 
+def test_each_connect_sends_the_same_headers_without_reading_package_metadata(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    fake = FakeDeepgram(api_key=KEY)
+    lookups: list[str] = []
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: lookups.append(name) or real_version(name))
+
+    async def scenario() -> None:
+        async with serve_app(fake.app) as base_url:
+            stt = DeepgramStt(KEY, base_url)
+            lookups.clear()  # building the client reads it once
+            for _ in range(2):
+                await (await stt.connect(SttOptions(encoding="mulaw"))).close()
+
+    run(scenario)
+    assert lookups == []
+    first, second = fake.connections
+    for conn in (first, second):
+        assert conn.headers["authorization"] == f"Token {KEY}"
+        assert conn.headers["user-agent"].startswith("deepgram-sdk/")
+    assert first.headers["x-deepgram-session-id"] == second.headers["x-deepgram-session-id"]
+
+
 def test_wrong_key_is_an_auth_error() -> None:
     fake = FakeDeepgram(api_key=KEY)
 
