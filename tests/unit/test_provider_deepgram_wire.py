@@ -1,18 +1,26 @@
 """Caller audio goes up to Deepgram uncompressed even when ``permessage-deflate`` was negotiated (the SDK's
 client always offers it): RFC 7692 section 6 lets a sender leave a message uncompressed (RSV1 clear), and
 deflating 20-100 ms of telephone audio per message cost more CPU than the rest of the stream. What the
-server sends compressed is still inflated."""
+server sends compressed is still inflated. What comes down is read as JSON, not through the SDK's models:
+Results become transcripts, other messages are logged, an unreadable one is a protocol error."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+from collections.abc import MutableMapping
+from typing import Any
 
+import pytest
+import structlog
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
-from gateway.providers.base import SttOptions
-from gateway.providers.deepgram import DeepgramStt, _SendUncompressed
+from gateway.observability.logging import get_logger
+from gateway.providers.base import ProviderError, SttOptions, Transcript
+from gateway.providers.deepgram import DeepgramStream, DeepgramStt, _SendUncompressed
 from tests.fakes._server import serve_app
 from tests.fakes.deepgram_server import FakeDeepgram
 
@@ -74,3 +82,79 @@ def test_a_live_stream_sends_uncompressed_and_the_server_gets_the_exact_audio() 
     extensions = asyncio.run(scenario())
     assert [e.name for e in extensions] == ["permessage-deflate"]  # the fake (uvicorn) negotiated it
     assert fake.connections[0].audio_bytes == len(audio)
+
+
+class _Socket:
+    """What DeepgramStream needs of the SDK's socket client to read messages: its websocket."""
+
+    def __init__(self, messages: list[str | bytes]) -> None:
+        self._websocket = self
+        self.messages = messages
+
+    async def recv(self) -> str | bytes:
+        if not self.messages:
+            await asyncio.sleep(10)
+        return self.messages.pop(0)
+
+
+def _read(messages: list[str | bytes]) -> tuple[list[Transcript], ProviderError | None, list[MutableMapping[str, Any]]]:
+    async def scenario() -> tuple[list[Transcript], ProviderError | None]:
+        stream = DeepgramStream(_Socket(messages), contextlib.AsyncExitStack(), language="en",  # type: ignore[arg-type]
+                                keepalive_interval=60, send_timeout=1, close_timeout=1, log=get_logger("stt"))
+        got: list[Transcript] = []
+        try:
+            async with asyncio.timeout(0.5):
+                async for transcript in stream.results():
+                    got.append(transcript)
+        except ProviderError as exc:
+            return got, exc
+        except TimeoutError:
+            pass
+        return got, None
+
+    with structlog.testing.capture_logs() as logs:
+        got, error = asyncio.run(scenario())
+    return got, error, logs
+
+
+RESULT = {"type": "Results", "start": 1.5, "duration": 0.75, "is_final": True, "speech_final": False,
+          "channel": {"alternatives": [{"transcript": "check my balance", "confidence": 0.93,
+                                        "words": [{"word": "check", "start": 1.6, "end": 1.9}],
+                                        "languages": ["en-US"]}]}}
+
+
+def test_results_messages_become_transcripts_and_others_are_logged() -> None:
+    no_words = {**RESULT, "is_final": False, "channel": {"alternatives": [{"transcript": "check", "confidence": 0.5}]}}
+    got, error, logs = _read([
+        json.dumps(RESULT), b"\x00binary", json.dumps({"type": "SpeechStarted", "timestamp": 1.4}),
+        json.dumps(no_words), json.dumps({"type": "Results", "start": 0, "duration": 0, "channel": {"alternatives": []}}),
+        json.dumps({"type": "Error", "variant": "x", "description": "went wrong"}),
+        json.dumps({"type": "SomethingNew"}), json.dumps([1, 2]),
+    ])
+    assert error is None
+    assert got == [
+        Transcript(text="check my balance", is_final=True, speech_final=False, confidence=0.93, start=1.5, end=1.9,
+                   language="en-US"),
+        Transcript(text="check", is_final=False, speech_final=False, confidence=0.5, start=1.5, end=2.25,
+                   language="en"),
+    ]
+    events = [(e["event"], e.get("message_type") or e.get("description")) for e in logs if e["log_level"] != "debug"]
+    assert events == [("stt_vendor_error", "went wrong"), ("stt_unknown_message", "SomethingNew"),
+                      ("stt_unknown_message", "list")]
+
+
+@pytest.mark.parametrize("broken", [
+    {k: v for k, v in RESULT.items() if k != "channel"},
+    {**RESULT, "start": "soon"},
+    {**RESULT, "channel": {"alternatives": [{"confidence": 0.9}]}},
+    {**RESULT, "channel": {"alternatives": [{"transcript": "x", "words": [{"word": "x"}]}]}},
+], ids=["no-channel", "start-not-a-number", "no-transcript", "word-without-end"])
+def test_an_unreadable_results_message_is_a_protocol_error(broken: dict[str, object]) -> None:
+    got, error, _ = _read([json.dumps(RESULT), json.dumps(broken)])
+    assert len(got) == 1
+    assert error is not None and error.kind == "protocol" and "Results" in error.message
+
+
+def test_a_text_message_that_is_not_json_is_a_protocol_error() -> None:
+    _, error, _ = _read(["not json {"])
+    assert error is not None and error.kind == "protocol"
