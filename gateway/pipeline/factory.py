@@ -88,12 +88,14 @@ class ProviderPool:
         self.config = config
         self._log = log
         self._shared: dict[tuple[str, ...], Any] = {}
+        self._retired: list[Any] = []
         self._espeak = EspeakTts()
         self._pocketsphinx = PocketsphinxStt()
 
     def update(self, config: ProvidersConfig) -> None:
         """New keys/URLs (config reload): clients are rebuilt now; calls in progress keep theirs."""
         self.config = config
+        self._retired.extend(self._shared.values())  # closed at shutdown, when no call can still use them
         self._shared.clear()
         self.warm()
 
@@ -179,7 +181,7 @@ class ProviderPool:
         return client  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
-        for client in self._shared.values():
+        for client in [*self._shared.values(), *self._retired]:
             close = getattr(client, "aclose", None)
             if close is not None:
                 try:
@@ -187,3 +189,4 @@ class ProviderPool:
                 except Exception:  # closing a pool at shutdown must not mask the shutdown
                     pass
         self._shared.clear()
+        self._retired.clear()

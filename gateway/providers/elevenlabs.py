@@ -30,7 +30,7 @@ from elevenlabs.core.request_options import RequestOptions
 from gateway.observability.logging import get_logger
 from gateway.providers.base import ProviderError, ProviderErrorKind, TtsOptions
 from gateway.providers.deadline import Deadline
-from gateway.providers.http_pool import HttpPool
+from gateway.providers.http_pool import shared_client
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VOICE_ID", "OUTPUT_FORMAT", "ElevenLabsTts"]
 
@@ -89,13 +89,10 @@ class ElevenLabsTts:
         self.model = model
         self.optimize_streaming_latency = optimize_streaming_latency
         self.chunk_size = chunk_size
-        # Every call's speech goes through this one provider: a pool of clients (see http_pool).
-        self._http = HttpPool(timeout=timeout)
-        self._clients = tuple(
-            AsyncElevenLabs(api_key=api_key, base_url=base_url.rstrip("/") if base_url else None, timeout=timeout,
-                            httpx_client=client)
-            for client in self._http.clients
-        )
+        # Every call's speech goes through this one provider and its one connection pool (see http_pool).
+        self._http = shared_client(timeout=timeout)
+        self._client = AsyncElevenLabs(api_key=api_key, base_url=base_url.rstrip("/") if base_url else None,
+                                       timeout=timeout, httpx_client=self._http)
         self._log = get_logger("tts").bind(provider=NAME)
 
     async def aclose(self) -> None:
@@ -137,32 +134,31 @@ class ElevenLabsTts:
         loop = asyncio.get_running_loop()
         # Each chunk must come within ``timeout``: one lazily re-armed timer for the request's chunks.
         deadline = Deadline()
-        with self._http.lease() as shard:
-            arguments = self.request_arguments(text, options)
-            stream = cast(AsyncGenerator[bytes, None], self._clients[shard].text_to_speech.stream(voice_id, **arguments))
-            # aclosing: cancelling or abandoning this generator closes the HTTP response at once.
-            async with contextlib.aclosing(stream):
-                while True:
-                    try:
-                        async with deadline.at(loop.time() + self.timeout):
-                            chunk = await anext(stream)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as exc:  # our deadline (asyncio) or httpx's read/connect timeout
-                        raise ProviderError(NAME, "timeout", f"no audio within {self.timeout}s") from exc
-                    except httpx.TimeoutException as exc:
-                        raise ProviderError(NAME, "timeout", f"no audio within {self.timeout}s ({exc!r})") from exc
-                    except ApiError as exc:
-                        status = exc.status_code or 0
-                        kind = _status_kind(status)
-                        raise ProviderError(NAME, kind, _detail_message(exc.body), status=status) from exc
-                    except httpx.HTTPError as exc:
-                        raise ProviderError(NAME, "connection", f"{type(exc).__name__}: {exc}") from exc
-                    data = carry + chunk
-                    whole = len(data) & ~1
-                    carry = data[whole:]
-                    if whole:
-                        yield data[:whole]
+        arguments = self.request_arguments(text, options)
+        stream = cast(AsyncGenerator[bytes, None], self._client.text_to_speech.stream(voice_id, **arguments))
+        # aclosing: cancelling or abandoning this generator closes the HTTP response at once.
+        async with contextlib.aclosing(stream):
+            while True:
+                try:
+                    async with deadline.at(loop.time() + self.timeout):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:  # our deadline (asyncio) or httpx's read/connect timeout
+                    raise ProviderError(NAME, "timeout", f"no audio within {self.timeout}s") from exc
+                except httpx.TimeoutException as exc:
+                    raise ProviderError(NAME, "timeout", f"no audio within {self.timeout}s ({exc!r})") from exc
+                except ApiError as exc:
+                    status = exc.status_code or 0
+                    kind = _status_kind(status)
+                    raise ProviderError(NAME, kind, _detail_message(exc.body), status=status) from exc
+                except httpx.HTTPError as exc:
+                    raise ProviderError(NAME, "connection", f"{type(exc).__name__}: {exc}") from exc
+                data = carry + chunk
+                whole = len(data) & ~1
+                carry = data[whole:]
+                if whole:
+                    yield data[:whole]
         deadline.close()
         if carry:
             self._log.warning("tts_odd_trailing_byte", voice_id=voice_id)

@@ -49,6 +49,7 @@ from gateway.providers.base import (
     ToolSpec,
 )
 from gateway.providers.deadline import Deadline
+from gateway.providers.http_pool import shared_client
 
 __all__ = ["DEFAULT_MODEL", "NO_API_KEY", "OpenAiLlm", "custom_llm", "custom_llm_endpoint"]
 
@@ -103,6 +104,8 @@ class OpenAiLlm:
             max_retries=0,  # the pipeline decides about retries (ProviderError.retryable)
             timeout=total_timeout,
             default_headers=extra_headers or None,
+            # One connection pool for every call's turns, on aiohttp (see http_pool).
+            http_client=shared_client(timeout=total_timeout),  # type: ignore[arg-type]
         )
 
     @property

@@ -45,7 +45,7 @@ def test_warm_without_keys_builds_nothing() -> None:
     assert pool._shared == {}
 
 
-def test_new_keys_are_built_at_once_and_calls_get_the_new_clients() -> None:
+def test_new_keys_are_built_at_once_calls_get_the_new_clients_and_shutdown_closes_both() -> None:
     pool = ProviderPool(_keys())
     pool.warm()
     old = pool.for_assistant(VENDOR_ASSISTANT)
@@ -55,3 +55,6 @@ def test_new_keys_are_built_at_once_and_calls_get_the_new_clients() -> None:
     assert new.stt is not old.stt and new.llm is not old.llm and new.tts[0] is not old.tts[0]
     assert len(pool._shared) == 3
     asyncio.run(pool.aclose())
+    # the replaced clients (kept for the calls that had them) are closed at shutdown too
+    assert isinstance(old.llm, OpenAiLlm) and old.llm._client.is_closed()
+    assert isinstance(old.tts[0], ElevenLabsTts) and old.tts[0]._http.is_closed
