@@ -161,7 +161,7 @@ def _summary(runs: list[dict[str, object]]) -> list[object]:
         values = [v for r in runs if (v := _int(r, key)) is not None]
         return pick(values) if values else "n/a"
 
-    statuses = [r["error"] or ("ok" if not r.get("overload") else f"ok; overload: {', '.join(_strs(r, 'overload'))}")
+    statuses = [str(r["error"]) or ("ok" if not r.get("overload") else f"ok; overload: {', '.join(_strs(r, 'overload'))}")
                 for r in runs]
     return [runs[0]["calls"], worst("confirmed", min), worst("failed", max), worst("shed", max),
             sum(_int(r, "turns") or 0 for r in runs), _pct(runs, "gateway_added_ms", 0.5),

@@ -5,12 +5,18 @@ start and end all the time. Every ``--interval`` seconds: the gateway's RSS and 
 task count (``voicegw_asyncio_tasks`` from /metrics), from the end of a warm-up of two call lengths (``--warmup``).
 Reported: first-minute mean vs last-minute mean of each, and the growth. Goal (issue 7): RSS growth < 2 %, no fd or task growth.
 
+``--conversational``: assistant calls instead of echo calls, bench_conversation.py's setup (Deepgram / OpenAI /
+ElevenLabs through their SDKs against the local fakes, looped speech, a turn every few seconds), so the
+providers' connection pools and streams are soaked too; results default to ``soak_conversation.md``.
+
 Usage: .venv/bin/python benchmarks/bench_soak.py [--minutes 10] [--calls 100] [--interval 10] [--warmup SECONDS]
+       [--conversational]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import tempfile
@@ -69,24 +75,39 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=None, metavar="SECONDS",
                         help="before sampling starts (default two call lengths: the calls ramp in, then the first "
                              "generation ends and is replaced, a one-off step in RSS)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "soak.md")
+    parser.add_argument("--conversational", action="store_true",
+                        help="assistant calls against the fake vendors (bench_conversation's setup), not echo calls")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/soak.md (soak_conversation.md)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = RESULTS / ("soak_conversation.md" if args.conversational else "soak.md")
+    kind = "assistant" if args.conversational else "echo"
     install_signal_handlers()
     duration = args.minutes * 60
     warmup = 2 * args.call_seconds if args.warmup is None else args.warmup
     window = min(60.0, duration / 3)
     samples: list[Sample] = []
     error = ""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as providers:
         work = Path(tmp)
-        wav = speech_wav(work, SPEECH)
+        if args.conversational:
+            from benchmarks.bench_conversation import CONFIG, SENTENCE
+            from tests.helpers.fake_vendors import fake_vendors
+
+            vendors = providers.enter_context(fake_vendors(transcripts=[], openai_script=None))
+            vendors.deepgram.default_transcript = "I would like to book an appointment for tomorrow morning."
+            config, service = CONFIG + vendors.providers_yaml(), "+15550001111"
+            wav = speech_wav(work, SENTENCE, name="turn", pad=(1, 3))
+        else:
+            config, service = BENCH_CONFIG, "echo"
+            wav = speech_wav(work, SPEECH)
         scenario = echo_scenario(work, wav, args.call_seconds, name="soak")
         rate = max(0.2, args.calls / args.call_seconds)
         total = int(duration * rate) + args.calls * 2  # more than the run needs: SIPp is stopped by us
         try:
             with (
-                gateway(work, BENCH_CONFIG, name="soak", rtp_ports=max(200, 4 * args.calls + 100)) as gw,
-                sipp(scenario, gw, work, service="echo", calls=total, rate=rate, limit=args.calls,
+                gateway(work, config, name="soak", rtp_ports=max(200, 4 * args.calls + 100)) as gw,
+                sipp(scenario, gw, work, service=service, calls=total, rate=rate, limit=args.calls,
                      timeout=duration + args.call_seconds + 60) as run,
             ):
                 # Warm-up: the first calls ramp in at `rate` over one call length, then end and are replaced
@@ -120,7 +141,7 @@ def main() -> None:
     ]
     table = markdown_table([f"quantity (mean over {window:g} s)", "first", "last", "growth %"], rows)
     notes = (
-        f"{args.calls} concurrent echo calls of {args.call_seconds:g} s, replaced as they end, for "
+        f"{args.calls} concurrent {kind} calls of {args.call_seconds:g} s, replaced as they end, for "
         f"{args.minutes:g} min after a {warmup:g} s warm-up (the calls ramp in, and the first generation ends and "
         f"is replaced), sampled every {args.interval:g} s ({len(samples)} samples); failed calls (SIPp): "
         f"{failed}. Goal (issue 7): RSS growth < 2 %, no fd or task growth. {('Error: ' + error) if error else ''}"
