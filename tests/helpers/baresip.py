@@ -33,6 +33,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import wave
@@ -367,8 +368,11 @@ def call(
     deadline = started + total
 
     home = tmp_path / f"baresip_{time.monotonic_ns()}"
-    dumps = home / "dumps"
-    dumps.mkdir(parents=True)
+    home.mkdir(parents=True)
+    # baresip's sndfile module builds each dump's path in a 128-byte buffer and truncates a longer one (the
+    # "-enc.wav"/"-dec.wav" suffix first, so both dumps become one file): under xdist, on a machine up for a
+    # while (monotonic_ns above), the pytest path is too long. The dumps go to a short directory instead.
+    dumps = Path(tempfile.mkdtemp(prefix="bsdump"))
     microphone = home / "microphone.wav"
     _prepare_microphone(play, microphone, total + 5.0)
     sip_port = _free_sip_port()
@@ -436,7 +440,9 @@ def call(
     recording = home / "recording.wav"
     t0 = media.up.first
     write_wav(recording, place_rtp(list(media.from_gateway), t0, end) if t0 is not None else np.zeros(0))
-    decoded = next(iter(sorted(dumps.glob("*-dec.wav"))), None)
+    dumped = next(iter(sorted(dumps.glob("*-dec.wav"))), None)
+    decoded = Path(shutil.copy(dumped, home / "decoded.wav")) if dumped is not None else None
+    shutil.rmtree(dumps, ignore_errors=True)
     output = _STATUS_LINE.sub("", "".join(lines))
     transcript = "\n".join(control.transcript) if control is not None else ""
     return PhoneResult(
