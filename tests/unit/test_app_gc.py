@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -55,6 +56,43 @@ def test_a_started_gateway_freezes_start_up_objects_and_collects_young_ones_less
     _settle_garbage_collector(_future(object()))  # type: ignore[arg-type]
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.usefixtures("restored_gc")
+def test_after_the_freeze_cyclic_garbage_is_collected_without_waiting_for_start_up_sized_growth() -> None:
+    """What ended calls leave in reference cycles is freed by the automatic collector after a bounded amount of
+    allocation, not after a quarter of the start-up objects' count has been promoted (minutes under load)."""
+    gc.unfreeze()
+    while len(gc.get_objects()) < 200_000:  # a start-up's worth of long-lived objects, whatever ran before
+        _BALLAST.append([[] for _ in range(10_000)])
+    _settle_garbage_collector(_future(object()))  # type: ignore[arg-type]
+    gc.set_threshold(100, 10, 10)  # the oldest generation is considered every 10,000 net allocations
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(info["collected"])
+
+    gc.callbacks.append(count)
+    try:
+        garbage = []
+        for _ in range(30_000):  # well under a quarter of 200,000: never a full collection before the fix
+            cycle = _Cycle()
+            garbage.append(weakref.ref(cycle))
+            del cycle
+    finally:
+        gc.callbacks.remove(count)
+        _BALLAST.clear()
+    assert full and sum(full) > 0
+    assert sum(ref() is None for ref in garbage) > 20_000
+
+
+_BALLAST: list[object] = []
 
 
 @pytest.mark.usefixtures("restored_gc")
