@@ -103,7 +103,7 @@ def main() -> None:
             wav = speech_wav(work, SPEECH)
         scenario = echo_scenario(work, wav, args.call_seconds, name="soak")
         rate = max(0.2, args.calls / args.call_seconds)
-        total = int(duration * rate) + args.calls * 2  # more than the run needs: SIPp is stopped by us
+        total = int((duration + warmup) * rate) + args.calls * 2  # more than the run needs: SIPp is stopped by us
         try:
             with (
                 gateway(work, config, name="soak", rtp_ports=max(200, 4 * args.calls + 100)) as gw,
