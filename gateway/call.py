@@ -198,6 +198,10 @@ class Call:
             self.media.close()
             await self._close_recording()
             self.manager.release(self)
+            # The report is taken: the conversation (which points back at this call) lets go of it all.
+            conversation, self.conversation = self.conversation, None
+            if conversation is not None:
+                conversation.release()
 
     async def _open_media(self) -> None:
         """Bind the call's RTP port. The pool cannot know about ports other processes hold, so a taken port is

@@ -106,6 +106,16 @@ class CallConversation:
         if self.call.state is CallState.CONFIRMED:
             self.call.hangup(reason)
 
+    def release(self) -> None:
+        """The call is over and its report taken: break the links that make the call, this conversation and
+        its pipeline a reference cycle (see ``ConversationSession.release``)."""
+        self.listeners.clear()
+        media = self.call.media
+        media.on_dtmf = None
+        media.conversation = None
+        if self.session is not None:
+            self.session.release()
+
     def stop(self, reason: str) -> None:
         """The call ended from the SIP side."""
         if self.session is not None:

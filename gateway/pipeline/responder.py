@@ -50,6 +50,10 @@ TTS_QUEUE_CHUNKS = 64
 BLOCKING_MESSAGE_DEADLINE = 30.0  # a blocking request-start message is played within this
 
 
+def _no_failure_callback(exc: ProviderError) -> None:
+    """The failure callback of a released voice chain."""
+
+
 class TtsChain:
     """The voice and its fallbacks (see module doc)."""
 
@@ -61,6 +65,10 @@ class TtsChain:
         self._on_failure = on_failure
         self._log = log
         self.first_byte_at: float | None = None
+
+    def release(self) -> None:
+        """Forget the failure callback (the session's bound method: a cycle with the session)."""
+        self._on_failure = _no_failure_callback
 
     async def speak(self, speaker: Speaker, utt: int, text: str, *, chunk: ChunkOptions | None = None,
                     timing: dict[str, Any] | None = None) -> None:

@@ -7,8 +7,8 @@ transactions, the webhook dispatcher's and the call recorder's per-call state) a
 All of them must be gone before any collection: the collector is off during the test, so an ended call is
 freed by reference counting alone (no reference cycle makes it wait for a full collection, which under load
 comes minutes apart); they are counted again after a full collection, which finds what is still referenced.
-The same holds for an outbound call (SIPp as the trunk); calls answered by an assistant are still kept by
-cycles through their conversation pipeline (a strict xfail names them). Objects are counted with ``gc``, not
+The same holds for an outbound call (SIPp as the trunk) and for a call answered by an assistant (its
+conversation pipeline included). Objects are counted with ``gc``, not
 with RSS: the allocator keeps freed memory (see benchmarks/results/soak-memory.md), while a kept reference to
 an ended call is a leak whatever RSS says."""
 
@@ -140,13 +140,10 @@ def test_ended_echo_calls_leave_no_call_media_or_jitter_buffer_alive(tmp_path: P
         gc.enable()
 
 
-@pytest.mark.xfail(strict=True, raises=KeptByCycles, reason=(
-    "an assistant call is still kept by a cycle through its conversation pipeline: call -> conversation -> "
-    "ConversationSession -> Providers -> CallTools -> call (gateway/call_tools.py keeps the call; the session "
-    "keeps its providers after it stops), with the session <-> TtsChain (on_failure=_tts_failed) and the "
-    "session's TaskGroup ExceptionGroup <-> frame cycles beside it"))
 def test_ended_assistant_calls_are_freed_without_the_collector(tmp_path: Path) -> None:
-    """The same for calls answered by an assistant (the offline default providers)."""
+    """The same for calls answered by an assistant (the offline default providers): at the call's release its
+    conversation lets go of the call, the session of its tools, event sink and media, and the session's task
+    group's exception group of its frames (Python 3.11 keeps those in a cycle)."""
     gc.collect()  # from a clean heap: what an earlier test left for the collector is not counted here
     gc.disable()
     try:
