@@ -181,11 +181,12 @@ def _settle_garbage_collector(started: asyncio.Future[Gateway]) -> None:
     stalled the loop up to 0.3 s at 200 setups/s), and young collections run every GC_YOUNG_THRESHOLD
     allocations.
 
-    The collection after the freeze matters: CPython runs a full collection only once the objects promoted to the
-    oldest generation since the last one exceed a quarter of what that one left there. Before the freeze that
-    was every start-up object (~10^5), so the reference cycles of ended assistant calls piled up for minutes
-    before the first full collection (a conversational soak at 90 calls: RSS +50 MB over the first 8 minutes,
-    then flat). Collecting the emptied generation again sets that baseline to what calls allocate."""
+    The collection after the freeze resets a baseline: CPython runs a full collection only once the objects
+    promoted to the oldest generation since the last one exceed a quarter of what that one left there, and
+    before the freeze that was every start-up object (~10^5), which now never takes part. Collecting the
+    emptied generation sets it to what calls allocate. (Full collections are still at least 100 young ones
+    apart, ~8 minutes at 90 conversational calls: nothing of an ended call should wait for one, see
+    ``ConversationSession.release``.)"""
     if started.cancelled() or started.exception() is not None:
         return
     gc.collect()
