@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.providers.http_pool import shared_client
+from tests.helpers.raw_http import read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -31,10 +32,7 @@ class _Server:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                head = await read_request(reader)
                 self.heads.append(head)
                 reply = self.answer(head)
                 if reply is Ellipsis:

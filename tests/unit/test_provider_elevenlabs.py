@@ -17,6 +17,7 @@ from gateway.providers.base import ProviderError, TtsOptions
 from gateway.providers.elevenlabs import DEFAULT_MODEL, DEFAULT_VOICE_ID, ElevenLabsTts
 from tests.fakes._server import serve_app
 from tests.fakes.elevenlabs_server import FakeElevenLabs, tone_pcm, tone_seconds
+from tests.helpers.raw_http import read_request
 
 KEY = "xi-test-key"
 TEXT = "Your appointment is on Tuesday at ten."
@@ -227,10 +228,7 @@ class _HeldStreams:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                await read_request(reader)
                 self.started += 1
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: audio/pcm\r\ntransfer-encoding: chunked\r\n\r\n"
                              b"140\r\n" + bytes(320) + b"\r\n")
