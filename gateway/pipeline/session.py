@@ -196,9 +196,8 @@ class ConversationSession:
 
     async def run(self) -> str:
         """Converse until the end; returns the ended reason (the call hangs up on ``EndCall`` too)."""
-        tg: asyncio.TaskGroup | None = asyncio.TaskGroup()
+        tg = asyncio.TaskGroup()
         try:
-            assert tg is not None
             async with tg:
                 self._tasks = tg
                 tg.create_task(self._stt_loop())
@@ -221,7 +220,7 @@ class ConversationSession:
         finally:
             # The group keeps its errors (the _Stop above), whose traceback holds this frame, which holds the
             # group: a reference cycle that would wait for a full collection.
-            tg = None
+            del tg
             self._tasks = None
             for handle in (self._turn_handle, self._keypad_handle):
                 if handle is not None:
