@@ -245,8 +245,9 @@ class RtcpSession:
         lsr, dlsr = 0, 0
         if self._last_sr_arrival is not None and self._remote_ssrc == stats.ssrc:
             lsr = self._last_sr_middle
-            # §6.4.1 DLSR: "expressed in units of 1/65536 seconds"
-            dlsr = min(0xFFFFFFFF, int((now - self._last_sr_arrival) * 65536))
+            # §6.4.1 DLSR: "expressed in units of 1/65536 seconds". A caller's clock reading taken before the
+            # SR's arrival (a call closing on its last media tick) counts as no delay, not a negative one.
+            dlsr = min(0xFFFFFFFF, max(0, int((now - self._last_sr_arrival) * 65536)))
         return (
             ReportBlock(
                 ssrc=stats.ssrc,

@@ -346,6 +346,19 @@ def test_close_sends_bye_and_stops_the_timer() -> None:
     assert pair.a.datagrams_to_send() == []
 
 
+def test_closing_on_a_clock_reading_older_than_the_last_sr_reports_no_delay() -> None:
+    """A call closes on its last media tick's time, which can precede the arrival of the peer's last SR: the
+    report's DLSR is 0, not a negative value that cannot be packed (it ended the call's close in an error)."""
+    pair = Pair()
+    pair.run_until(112.0)  # A sends audio: B has A's SRs, and B's RTP-less session still reports on A's stream
+    assert pair.b._last_sr_arrival is not None
+    pair.b.close(pair.b._last_sr_arrival - 0.5, reason="hangup")
+    packets = parse_compound(pair.b.datagrams_to_send()[-1])
+    (report,) = [p for p in packets if isinstance(p, RtcpSenderReport | RtcpReceiverReport)]
+    assert report.reports and report.reports[0].ssrc == 0xA and report.reports[0].dlsr == 0
+    assert packets[-1] == RtcpBye(sources=(0xB,), reason="hangup")
+
+
 def test_garbage_rtcp_raises_parse_error_for_the_caller_to_count() -> None:
     session = RtcpSession(ssrc=1, cname="x", clock_rate=8000, rng=random.Random(3), now=0.0, wall_clock=0.0)
     with pytest.raises(RtcpParseError):
