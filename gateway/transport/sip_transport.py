@@ -10,10 +10,11 @@ milliseconds, so handling a burst in one go held every call's 20 ms playout time
 They wait in a bounded inbox (``INBOX_LIMIT_BYTES``, counted with the kernel's queue by
 :meth:`SipTransport.receive_backlog`) and the loop runs its timers between turns.
 
-TLS is framed like TCP. An inbound connection is accepted as plain TCP and upgraded by a handshake we
-drive ourselves, so a failed handshake (a plain-TCP or garbage client, an untrusted certificate) is
-reported with the peer and the reason, and the connection is closed. Outbound TLS verifies the peer's
-certificate against the name registered with :meth:`SipTransport.set_tls_peer` (RFC 5922 §7).
+TLS is framed like TCP. Inbound connections are accepted by our own loop on the TLS port and each socket is
+handed to its TLS handshake before a byte of it is read, so a failed handshake (a plain-TCP or garbage
+client, an untrusted certificate, a timeout) is reported with the peer and the reason, and the connection
+is closed. Outbound TLS verifies the peer's certificate against the name registered with
+:meth:`SipTransport.set_tls_peer` (RFC 5922 §7).
 """
 
 from __future__ import annotations
@@ -94,8 +95,7 @@ class _TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._framer.feed(data)
-        if self.transport is not None:  # TLS: records may arrive before start_tls hands us the transport
-            self._drain()
+        self._drain()
 
     def _drain(self) -> None:
         assert self.peer is not None and self.transport is not None
@@ -120,19 +120,6 @@ class _TcpConnection(asyncio.Protocol):
         self.transport.write(data)
 
 
-class _TlsAccept(asyncio.Protocol):
-    """An inbound connection on the TLS port, before its handshake: reads nothing until upgraded."""
-
-    def __init__(self, owner: SipTransport) -> None:
-        self._owner = owner
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = cast(asyncio.Transport, transport)
-        tcp.pause_reading()  # the ClientHello is for the TLS layer, not for a SIP framer
-        info = transport.get_extra_info("peername")
-        self._owner._tasks.create_task(self._owner._handshake(tcp, (info[0], info[1]), self))
-
-
 class SipTransport:
     """UDP and TCP listeners on one host:port (plus TLS on its own); ``send`` picks the transport named."""
 
@@ -145,7 +132,8 @@ class SipTransport:
         self._tcp_connections: dict[Addr, _TcpConnection] = {}
         self._pending_tcp: dict[tuple[str, Addr], list[bytes]] = {}
         self._tls_connections: dict[Addr, _TcpConnection] = {}
-        self._tls_server: asyncio.Server | None = None
+        self._tls_listener: socket.socket | None = None
+        self._tls_accepting: asyncio.Task[None] | None = None
         self._tls_server_context: ssl.SSLContext | None = None
         self._tls_client_context: Callable[[bool], ssl.SSLContext] | None = None
         self._tls_peers: dict[Addr, tuple[str, bool]] = {}
@@ -183,9 +171,20 @@ class SipTransport:
             return None
         self._tls_server_context = server_context
         loop = asyncio.get_running_loop()
-        self._tls_server = await loop.create_server(lambda: _TlsAccept(self), host=host, port=port,
-                                                    reuse_address=True)
-        sockname = self._tls_server.sockets[0].getsockname()
+        family, _, _, _, sockaddr = (await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE))[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(sockaddr)
+            listener.listen(socket.SOMAXCONN)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._tls_listener = listener
+        self._tls_accepting = self._tasks.create_task(self._accept_tls(listener))
+        sockname = listener.getsockname()
         self.tls_addr = (sockname[0], sockname[1])
         return self.tls_addr
 
@@ -193,23 +192,34 @@ class SipTransport:
         """The name the certificate of ``destination`` must carry (the trunk host or the sips: URI host)."""
         self._tls_peers[destination] = (server_name, verify)
 
-    async def _handshake(self, tcp: asyncio.Transport, peer: Addr, accept: _TlsAccept) -> None:
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        """Accepts on the TLS port until close. Each connection's socket goes to its handshake as it is, before
+        the event loop reads a byte of it (a listener that first hands connections to a plain protocol and then
+        upgrades them loses a ClientHello that arrives in between: uvloop starts reading right after
+        ``connection_made``, whatever the protocol asked)."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                sock, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors and the like: report, breathe, go on
+                if self._closed:
+                    return
+                self._on_error(f"tls accept failed: {_reason(exc)}", self.tls_addr or ("", 0), "tls")
+                await asyncio.sleep(0.1)
+                continue
+            self._tasks.create_task(self._handshake(sock, (peer[0], peer[1])))
+
+    async def _handshake(self, sock: socket.socket, peer: Addr) -> None:
         assert self._tls_server_context is not None
         loop = asyncio.get_running_loop()
-        conn = _TcpConnection(self, peer, kind="tls")
         try:
-            secure = await loop.start_tls(
-                tcp, conn, self._tls_server_context, server_side=True,
+            # The transport owns the socket from here: a failed handshake closes it.
+            await loop.connect_accepted_socket(
+                lambda: _TcpConnection(self, peer, kind="tls"), sock, ssl=self._tls_server_context,
                 ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT,
             )
         except (OSError, TimeoutError, ConnectionError) as exc:
             self._on_error(f"tls handshake failed: {_reason(exc)}", peer, "tls")
-            tcp.close()
-            return
-        if secure is None:
-            tcp.close()
-            return
-        conn.connection_made(secure)
 
     def send(self, data: bytes, destination: Addr, transport: str) -> None:
         if transport == "udp":
@@ -312,8 +322,10 @@ class SipTransport:
         self._inbox_bytes = 0
         if self._tcp_server is not None:
             self._tcp_server.close()
-        if self._tls_server is not None:
-            self._tls_server.close()
+        if self._tls_accepting is not None:
+            self._tls_accepting.cancel()  # before the socket closes: asyncio's sock_accept would not wake up
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         for conn in [*self._tcp_connections.values(), *self._tls_connections.values()]:
             if conn.transport is not None:
                 conn.transport.close()

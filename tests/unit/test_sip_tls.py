@@ -4,8 +4,15 @@ verification of the peer's name, and handshake failures reported and closed."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
 
 from gateway.transport.sip_transport import Addr, SipTransport
 from gateway.transport.tls import client_context, server_context
@@ -119,3 +126,38 @@ def test_outbound_tls_verifies_the_server_name(tmp_path: Path) -> None:
                 await transport.close()
 
     run(scenario)
+
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_clients_whose_hello_arrives_with_the_connection_all_get_through(tmp_path: Path, loop: str) -> None:
+    """Twenty clients connect at once and send their ClientHello straight away (blocking sockets in threads, as
+    a PBX does): every handshake completes. Accepting as plain TCP and upgrading afterwards lost the hellos that
+    uvloop read in between (0 of 20 got through), and those calls hung until the handshake timeout."""
+    pki = make_pki(tmp_path)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    results: list[str] = []
+
+    def client(addr: Addr) -> None:
+        try:
+            with socket.create_connection(addr, timeout=5) as raw, context.wrap_socket(raw, server_hostname="localhost"):
+                results.append("ok")
+        except (OSError, ssl.SSLError) as exc:
+            results.append(repr(exc))
+
+    async def scenario() -> None:
+        collector = Collector()
+        async with asyncio.TaskGroup() as tasks:
+            server, addr = await tls_server(tasks, pki, collector)
+            threads = [threading.Thread(target=client, args=(addr,)) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                await asyncio.sleep(0.02)
+            await server.close()
+        assert collector.errors.empty()
+
+    LOOPS[loop](asyncio.wait_for(scenario(), 20))
+    assert results == ["ok"] * 20
