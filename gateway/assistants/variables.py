@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta, tzinfo
 from datetime import timezone as fixed_timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from liquid import Environment, Mode, is_undefined
+from liquid import BoundTemplate, Environment, Mode, is_undefined
 from liquid.exceptions import FilterArgumentError, LiquidError
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ __all__ = [
 LIQUIDJS_DEFAULT_DATE_FORMAT = "%A, %B %-e, %Y at %-l:%M %P %z"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The ``now`` and the zone of the render in progress, for ``date`` (one environment serves every call).
+_CLOCK: ContextVar[tuple[datetime, tzinfo]] = ContextVar("template_clock", default=(_EPOCH, UTC))
+# Parsed templates kept: an assistant's templates are the same at every call (and few differ at all).
+TEMPLATE_CACHE_SIZE = 512
 _DIRECTIVE = re.compile(r"%([-_0^#:]*)(\d*)([A-Za-z%])")
 
 
@@ -111,21 +117,20 @@ def strftime(moment: datetime, fmt: str) -> str:
     return _DIRECTIVE.sub(directive, fmt)
 
 
-def _date_filter(now: datetime, zone: tzinfo) -> Callable[..., str]:
-    def date(value: object, fmt: object = None, tz: object = None) -> str:
-        if is_undefined(value):
-            return ""
-        moment = _to_datetime(value, now)
-        if moment is None:
-            return str(value)  # LiquidJS returns what it cannot read as a date unchanged
-        if fmt is None or is_undefined(fmt):
-            fmt = LIQUIDJS_DEFAULT_DATE_FORMAT
-        try:
-            return strftime(moment.astimezone(_zone(tz, zone)), str(fmt))
-        except (ValueError, OverflowError) as exc:
-            raise FilterArgumentError(f"date: {exc}", token=None) from None
-
-    return date
+def _date(value: object, fmt: object = None, tz: object = None) -> str:
+    """LiquidJS's ``date`` at the render's ``now`` and zone (:data:`_CLOCK`)."""
+    if is_undefined(value):
+        return ""
+    now, zone = _CLOCK.get()
+    moment = _to_datetime(value, now)
+    if moment is None:
+        return str(value)  # LiquidJS returns what it cannot read as a date unchanged
+    if fmt is None or is_undefined(fmt):
+        fmt = LIQUIDJS_DEFAULT_DATE_FORMAT
+    try:
+        return strftime(moment.astimezone(_zone(tz, zone)), str(fmt))
+    except (ValueError, OverflowError) as exc:
+        raise FilterArgumentError(f"date: {exc}", token=None) from None
 
 
 class _Environment(Environment):
@@ -135,9 +140,21 @@ class _Environment(Environment):
     output_stream_limit: ClassVar[int | None] = 100_000
     local_namespace_limit: ClassVar[int | None] = 100_000
 
-    def __init__(self, now: datetime, zone: tzinfo) -> None:
+    def __init__(self) -> None:
         super().__init__(tolerance=Mode.STRICT, strict_filters=False)
-        self.add_filter("date", _date_filter(now, zone))
+        self.add_filter("date", _date)
+
+
+# One environment for the process. One per render (per call) cost ~150 µs, python-liquid's parser cache kept the
+# last 128 of them, and older ones waited in reference cycles for a full collection: a gateway taking calls grew
+# by an environment per call between full collections.
+_ENV = _Environment()
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _parse(template: str) -> BoundTemplate:
+    """``template`` parsed (raises liquid's errors). A bound template renders any number of times."""
+    return _ENV.from_string(template)
 
 
 def _error(exc: LiquidError) -> TemplateError:
@@ -194,20 +211,23 @@ def _aware(now: datetime | None) -> datetime:
 
 
 class _Renderer:
-    """One environment for many templates rendered at the same ``now``."""
+    """Many templates rendered with the same values at the same ``now``."""
 
     def __init__(self, values: Mapping[str, Any], now: datetime | None, timezone: str) -> None:
         moment = _aware(now)
-        self._env = _Environment(moment, _resolve_zone(timezone))
+        self._clock = (moment, _resolve_zone(timezone))
         self._values = {**time_variables(moment, timezone=timezone), **values}
 
     def render(self, template: str) -> str:
         if "{" not in template:
             return template
+        token = _CLOCK.set(self._clock)
         try:
-            return self._env.from_string(template).render(self._values)
+            return _parse(template).render(self._values)
         except LiquidError as exc:
             raise _error(exc) from None
+        finally:
+            _CLOCK.reset(token)
 
 
 def render(
@@ -234,7 +254,7 @@ def check_template(template: str) -> None:
     if "{" not in template:
         return
     try:
-        _Environment(_EPOCH, UTC).from_string(template)  # parsing only: the clock is not read
+        _parse(template)
     except LiquidError as exc:
         raise _error(exc) from None
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 
+import liquid
 import pytest
 
 from gateway.assistants import parse_assistant
@@ -179,3 +181,20 @@ def test_render_assistant_leaves_a_broken_field_as_written_and_reports_it() -> N
     assert rendered.first_message == "Hi Ann"
     assert rendered.end_call_message == "Bye {{ name "
     assert errors == ["endCallMessage"]
+
+
+def test_rendering_for_many_calls_keeps_no_environment_per_call() -> None:
+    """Each call renders its assistant; what a render builds must not outlive it. An environment per render was
+    kept by python-liquid's parser cache (the last 128) and then left in reference cycles for a full collection:
+    a gateway taking calls grew by one environment per call between full collections."""
+    def environments() -> int:
+        return sum(isinstance(obj, liquid.Environment) for obj in gc.get_objects())
+
+    assistant = parse_assistant({"firstMessage": "Hello {{name}}, it is {{\"now\" | date: \"%H:%M\"}}.",
+                                 "model": {"provider": "rules", "messages": [{"role": "system", "content": "{{name}}"}]}})
+    render_assistant(assistant, {"name": "Ada"}, now=WINTER)
+    before = environments()
+    for n in range(200):
+        rendered = render_assistant(assistant, {"name": f"caller {n}"}, now=WINTER)
+        assert rendered.first_message == f"Hello caller {n}, it is 23:45."
+    assert environments() == before
