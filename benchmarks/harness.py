@@ -89,6 +89,25 @@ def open_fds(pid: int, proc: Path = Path("/proc")) -> int:
     return len(os.listdir(proc / str(pid) / "fd"))
 
 
+def tcp_connections_to(pid: int, ports: set[int], proc: Path = Path("/proc")) -> int:
+    """The process's TCP sockets connected to any of ``ports`` (IPv4 or IPv6, any state but listening): its
+    sockets' inodes from /proc/<pid>/fd matched against /proc/<pid>/net/tcp{,6}."""
+    inodes = set()
+    for fd in os.listdir(proc / str(pid) / "fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(proc / str(pid) / "fd" / fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in (proc / str(pid) / "net" / table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes and fields[3] != "0A" and int(fields[2].rsplit(":", 1)[1], 16) in ports:
+                    count += 1
+    return count
+
+
 @dataclass
 class CpuWindow:
     """CPU share of one process between :meth:`start` and :meth:`stop` (100 = one core)."""
