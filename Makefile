@@ -82,8 +82,8 @@ bench: install
 	$(PY) benchmarks/bench_signalling.py --rates 100 200 250 300 350 400 --seconds 12 --repeat $(REPEAT)
 	$(PY) benchmarks/bench_echo.py --calls 100 200 300 400 500 --seconds 40 --repeat $(REPEAT)
 	$(PY) benchmarks/bench_conversation.py --calls 60 90 120 150 180 --seconds 25 --repeat $(REPEAT)
-	$(PY) benchmarks/bench_soak.py --minutes $(SOAK_MINUTES) --calls $(SOAK_CALLS)
-	$(PY) benchmarks/bench_soak.py --conversational --minutes $(SOAK_MINUTES) --calls 90
+	$(PY) benchmarks/bench_soak.py --minutes $(SOAK_MINUTES) --calls $(SOAK_CALLS) --repeat $(REPEAT)
+	$(PY) benchmarks/bench_soak.py --conversational --minutes $(SOAK_MINUTES) --calls 90 --repeat $(REPEAT)
 	$(PY) -m pytest -m slow -p no:cacheprovider -o addopts="" tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 # Parser fuzzing under atheris (libFuzzer): at least 1,000,000 inputs across the SIP, SDP, RTP/RTCP, Digest and

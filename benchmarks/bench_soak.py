@@ -106,8 +106,10 @@ def soak_once(args: argparse.Namespace, duration: float, warmup: float) -> tuple
                 # Warm-up: the first calls ramp in at `rate` over one call length, then end and are replaced
                 # over the next; the soak measures from there.
                 time.sleep(warmup)
+                run.check_running()
                 t0 = time.monotonic()
                 while (now := time.monotonic()) - t0 < duration:
+                    run.check_running()
                     text = scrape(gw.http_port)
                     samples.append(Sample(now - t0, rss_bytes(gw.proc.pid) / 2**20, open_fds(gw.proc.pid),
                                           metric_value(text, "voicegw_asyncio_tasks"),
@@ -160,7 +162,8 @@ def main() -> None:
     if args.conversational:
         quantities[2:2] = [("pooled HTTP connections", "pooled"), ("open fds less the pool", "fds_less_pool")]
     for label, attr in quantities:
-        figures = [growth(run_samples, attr, window) for run_samples, _, _ in runs]
+        figures = [growth(run_samples, attr, window) for run_samples, _, run_error in runs
+                   if not run_error or all(run[2] for run in runs)]  # a run that broke off is listed, not counted
         first, last, pct = (_median([f[i] for f in figures]) for i in range(3))
         rows.append([label, fmt(first), fmt(last), fmt(pct, 2)])
     every = [[n + 1, *(fmt(growth(run_samples, attr, window)[2], 2) for _, attr in quantities), run_failed,

@@ -232,6 +232,7 @@ class SippRun:
     proc: subprocess.Popen[bytes]
     work: Path
     stat_file: Path
+    stderr_file: Path | None = None
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
 
@@ -253,6 +254,14 @@ class SippRun:
                 self.proc.kill()
                 self.proc.wait(5)
         self.ended = self.ended or time.monotonic()
+
+    def check_running(self) -> None:
+        """Raise if SIPp has exited (a port taken between our probe and its bind, a bad argument): a benchmark
+        must not go on measuring an idle gateway. The message carries the end of SIPp's error output."""
+        if self.proc.poll() is None:
+            return
+        errors = self.stderr_file.read_text(errors="replace").strip() if self.stderr_file.exists() else ""
+        raise RuntimeError(f"SIPp exited with status {self.proc.returncode}: {errors[-300:] or 'no error output'}")
 
     def stats(self) -> dict[str, str]:
         rows = parse_sipp_stats(self.stat_file.read_text()) if self.stat_file.exists() else []
@@ -296,8 +305,10 @@ def sipp(
            "-m", str(calls), "-r", f"{rate:g}", "-l", str(limit if limit is not None else calls),
            "-nostdin", "-trace_stat", "-stf", str(stat_file), "-fd", "1",
            "-trace_rtt", "-rtt_freq", "1", "-timeout", f"{int(timeout)}s", *extra]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = SippRun(proc, work, stat_file)
+    stderr_file = work / f"{tag}_stderr.log"
+    with stderr_file.open("wb") as stderr:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=stderr)
+    run = SippRun(proc, work, stat_file, stderr_file)
     try:
         yield run
     finally:
