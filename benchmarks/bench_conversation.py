@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from benchmarks.harness import (
     gateway,
     install_signal_handlers,
     markdown_table,
+    median_finite,
     metric_value,
     percentile,
     plot_cdf,
@@ -140,14 +140,9 @@ SUMMARY = ["calls", "up", "failed", "of which shed (503)", "turns", "added p50 m
            "setup p95 ms", "CPU % per call", "status"]
 
 
-def _median(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
 def _pct(runs: list[dict[str, object]], key: str, q: float) -> str:
     """The median over ``runs`` of each run's ``q`` percentile of ``key``."""
-    return fmt(_median([percentile(_list(r, key), q) for r in runs]))
+    return fmt(median_finite([percentile(_list(r, key), q) for r in runs]))
 
 
 def _int(row: dict[str, object], key: str) -> int | None:
@@ -168,7 +163,7 @@ def _summary(runs: list[dict[str, object]]) -> list[object]:
             _pct(runs, "gateway_added_ms", 0.95), _pct(runs, "endpoint_to_voice_ms", 0.5),
             _pct(runs, "endpoint_to_voice_ms", 0.95), sum(len(_list(r, "stop_ms")) for r in runs),
             _pct(runs, "stop_ms", 0.5), _pct(runs, "stop_ms", 0.95), _pct(runs, "setup_ms", 0.95),
-            fmt(_median([float(str(r.get("cpu_per_call_pct", math.nan))) for r in runs]), 2),
+            fmt(median_finite([float(str(r.get("cpu_per_call_pct", math.nan))) for r in runs]), 2),
             "; ".join(sorted(set(statuses), key=lambda x: x != "ok"))]
 
 

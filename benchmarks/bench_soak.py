@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from benchmarks.harness import (
     gateway,
     install_signal_handlers,
     markdown_table,
+    median_finite,
     metric_value,
     open_fds,
     plot_lines,
@@ -124,11 +124,6 @@ def soak_once(args: argparse.Namespace, duration: float, warmup: float) -> tuple
     return samples, failed, error
 
 
-def _median(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return statistics.median(finite) if finite else math.nan
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -164,7 +159,7 @@ def main() -> None:
     for label, attr in quantities:
         figures = [growth(run_samples, attr, window) for run_samples, _, run_error in runs
                    if not run_error or all(run[2] for run in runs)]  # a run that broke off is listed, not counted
-        first, last, pct = (_median([f[i] for f in figures]) for i in range(3))
+        first, last, pct = (median_finite([f[i] for f in figures]) for i in range(3))
         rows.append([label, fmt(first), fmt(last), fmt(pct, 2)])
     every = [[n + 1, *(fmt(growth(run_samples, attr, window)[2], 2) for _, attr in quantities), run_failed,
               run_error or "-"] for n, (run_samples, run_failed, run_error) in enumerate(runs)]

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +55,12 @@ def repeated_caveat(runs: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- statistics
+
+
+def median_finite(values: Sequence[float]) -> float:
+    """The median of the values that are numbers (a run that measured nothing gives NaN); NaN for none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.median(finite) if finite else math.nan
 
 
 def percentile(values: Sequence[float], q: float) -> float:
